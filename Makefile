@@ -1,0 +1,49 @@
+# The lab's menu. Every target creates the virtual environment if it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PY      = $(BIN)/python
+PROFILE ?= quick
+RUN    ?= results/latest
+
+.PHONY: help install lint types test serve bench report notebook demo clean
+
+help: ## this menu
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## create .venv and install the lab with its dev tools
+
+lint: install ## ruff: style and common bugs
+	$(BIN)/ruff check server clients bench tests
+	$(BIN)/ruff format --check server clients bench tests
+
+types: install ## mypy --strict on server, clients, bench
+	$(BIN)/mypy
+
+test: install ## the test suite (what CI runs)
+	$(PY) -m pytest
+
+serve: install ## the server on http://127.0.0.1:8000 (RUNTIME=werkzeug|gthread|gevent)
+	$(PY) -m server --runtime $(or $(RUNTIME),gevent)
+
+bench: install ## run the benchmark profile PROFILE (default quick), then write the report
+	$(PY) -m bench run --profile $(PROFILE)
+
+report: install ## regenerate charts and REPORT.md of RUN (default results/latest) from raw files
+	$(PY) -m bench report $(RUN)
+
+notebook: install ## re-execute notebooks/long-polling-vs-websocket.ipynb in place
+	$(PY) -m notebooks.execute
+
+demo: install ## the live side-by-side demo page on http://127.0.0.1:8000/
+	$(PY) -m server --runtime gevent
+
+clean: ## remove the virtual environment and caches (keeps results/)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,130 @@
+"""The Flask application factory: routes that adapt HTTP to the bus.
+
+``create_app(config)`` builds everything a server process needs (bus,
+counters, routes) and keeps it on ``app.extensions["lab"]``; nothing lives at
+module level, so tests build as many independent apps as they like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, Response, jsonify, request
+from flask_sock import Sock
+from simple_websocket import Server
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
+
+from .bus import Bus, InvalidPayload, make_bus, parse_payload, valid_channel
+from .config import Config
+from .errors import ApiError
+from .longpoll import handle_poll, parse_cursor
+from .stats import Stats
+from .websocket import WebSocketSession
+
+__all__ = ["Lab", "create_app", "lab_of"]
+
+WS_ENDPOINT = "websocket"
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+@dataclass(slots=True)
+class Lab:
+    """What one server process holds: the configuration, the bus, the counters."""
+
+    config: Config
+    bus: Bus
+    stats: Stats
+
+
+def lab_of(app: Flask) -> Lab:
+    """The :class:`Lab` that :func:`create_app` attached to ``app``."""
+    lab: Lab = app.extensions["lab"]
+    return lab
+
+
+def _channel(name: str) -> str:
+    if not valid_channel(name):
+        raise ApiError(400, "bad_channel", f"channel must match [A-Za-z0-9_.-]{{1,64}}, got {name[:80]!r}")
+    return name
+
+
+def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
+    """Build the lab's Flask app. ``bus`` overrides the one ``config`` names."""
+    config = config or Config.from_env()
+    lab = Lab(config, bus or make_bus(config), Stats())
+    app = Flask(__name__)
+    app.extensions["lab"] = lab
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": config.ws_ping_interval,
+        "max_message_size": config.ws_max_message,
+    }
+    sock = Sock(app)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if isinstance(exc, WebsocketMismatch):
+            error = ApiError(400, "not_websocket", "this route needs a WebSocket Upgrade handshake")
+        else:
+            error = ApiError(status, _HTTP_ERRORS.get(status, "http_error"), exc.description or exc.name)
+        return error.response()
+
+    @app.before_request
+    def check_websocket_handshake() -> None:
+        """Refuse a bad WebSocket handshake with JSON before upgrading it."""
+        if request.endpoint != WS_ENDPOINT or request.view_args is None:
+            return
+        _channel(request.view_args["channel"])
+        parse_cursor(request.args.get("after"))
+        if not config.ws_compression:
+            # simple-websocket accepts permessage-deflate whenever it is
+            # offered; hiding the offer is the only way to keep it off.
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+
+    @app.post("/channels/<channel>/events")
+    def publish(channel: str) -> tuple[Response, int]:
+        _channel(channel)
+        try:
+            data = parse_payload(request.get_data(cache=False))
+        except InvalidPayload as exc:
+            raise ApiError(400, "bad_json", str(exc)) from None
+        event = lab.bus.publish(channel, data)
+        lab.stats.request("publish")
+        lab.stats.published()
+        return jsonify(channel=channel, seq=event.seq, ts=event.ts), 201
+
+    @app.get("/channels/<channel>/poll")
+    def poll(channel: str) -> Response:
+        return handle_poll(lab.bus, lab.stats, config, _channel(channel))
+
+    @sock.route("/channels/<channel>/ws", endpoint=WS_ENDPOINT)
+    def websocket(ws: Server, channel: str) -> None:
+        offered = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
+        WebSocketSession(
+            ws,
+            lab.bus,
+            lab.stats,
+            channel,
+            parse_cursor(request.args.get("after")),
+            config.max_batch,
+            compressed="permessage-deflate" in offered,
+        ).run()
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok", bus=lab.bus.name, runtime=config.runtime, pid=lab.stats.snapshot()["pid"])
+
+    @app.get("/stats")
+    def stats() -> Response:
+        resp = jsonify(runtime=config.runtime, bus=lab.bus.name, **lab.stats.snapshot())
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    return app

@@ -1,0 +1,204 @@
+"""Sans-I/O core of the event bus: events, per-channel history, cursors.
+
+Nothing here blocks, sleeps, locks or touches a socket. The memory and Redis
+buses wrap this core with their own locking and waking; the long-poll and
+WebSocket routes turn its :class:`Batch` into bytes. The rules of
+``docs/protocol.md`` (contiguous ``seq``, bounded history, gap and reset
+notices, the batch cap) are implemented here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CHANNEL_RE",
+    "Batch",
+    "ChannelLog",
+    "Event",
+    "Gap",
+    "InvalidPayload",
+    "Reset",
+    "encode_event",
+    "parse_payload",
+    "valid_channel",
+]
+
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""Valid channel names (docs/protocol.md, "Channels")."""
+
+
+def valid_channel(name: str) -> bool:
+    """Return whether ``name`` is a valid channel name."""
+    return CHANNEL_RE.fullmatch(name) is not None
+
+
+class InvalidPayload(ValueError):
+    """A publish body that is not a single JSON value."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidPayload(f"{name} is not JSON")
+
+
+def parse_payload(body: bytes) -> bytes:
+    """Validate a publish body and return the JSON text to store, stripped.
+
+    The payload is kept as the publisher wrote it ("untouched"): it is parsed
+    only to prove it is one JSON value, then its own bytes are reused, so no
+    re-serialization cost and no change of number formatting.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"body is not UTF-8: {exc.reason}") from None
+    text = text.strip()
+    if not text:
+        raise InvalidPayload("body is empty: send one JSON value")
+    try:
+        json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"body is not JSON: {exc.msg} at char {exc.pos}") from None
+    return text.encode("utf-8")
+
+
+def encode_event(channel: str, seq: int, ts: int, data: bytes) -> bytes:
+    """Serialize an event: the one and only serialization it ever gets.
+
+    ``channel`` is a valid name (no characters that need escaping) and
+    ``data`` is already JSON text, so plain concatenation is exact.
+    """
+    return b'{"channel":"%s","seq":%d,"ts":%d,"data":%s}' % (
+        channel.encode("ascii"),
+        seq,
+        ts,
+        data,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One published event, with its wire bytes computed once."""
+
+    channel: str
+    seq: int
+    """Contiguous per channel, from 1."""
+    ts: int
+    """Server publish time, wall clock, ns since the epoch."""
+    data: bytes
+    """The payload's JSON text."""
+    wire: bytes
+    """The event object serialized (docs/protocol.md, "Events")."""
+
+    @classmethod
+    def create(cls, channel: str, seq: int, ts: int, data: bytes) -> Event:
+        return cls(channel, seq, ts, data, encode_event(channel, seq, ts, data))
+
+    @classmethod
+    def from_wire(cls, wire: bytes) -> Event:
+        """Rebuild an event from its serialization (used by the Redis bus)."""
+        obj = json.loads(wire)
+        # Keep the exact original bytes of data: slice them out of the wire.
+        prefix = b'"data":'
+        start = wire.index(prefix) + len(prefix)
+        return cls(obj["channel"], obj["seq"], obj["ts"], wire[start:-1], wire)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events ``first..=last`` are gone from history: the subscriber missed them."""
+
+    first: int
+    last: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"first": self.first, "last": self.last}
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """The cursor ``after`` is ahead of the channel, whose newest seq is ``last_seq``."""
+
+    after: int
+    last_seq: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"after": self.after, "last_seq": self.last_seq}
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a subscriber at a given cursor receives next.
+
+    ``next`` is the cursor to use for the following read: the last event's
+    seq, or the input cursor (``0`` after a reset) when ``events`` is empty.
+    """
+
+    events: tuple[Event, ...]
+    next: int
+    more: bool = False
+    gap: Gap | None = None
+    reset: Reset | None = None
+
+
+class ChannelLog:
+    """The bounded history of one channel, and the cursor rules over it.
+
+    Sans-I/O and not thread-safe: callers serialize access.
+    """
+
+    __slots__ = ("name", "last_seq", "_events")
+
+    def __init__(self, name: str, history: int) -> None:
+        if history < 1:
+            raise ValueError("history must be >= 1")
+        self.name = name
+        self.last_seq = 0
+        """The newest seq assigned (0 before the first publish)."""
+        self._events: deque[Event] = deque(maxlen=history)
+
+    @property
+    def first_seq(self) -> int:
+        """The oldest retained seq (``last_seq + 1`` when nothing is retained)."""
+        return self.last_seq - len(self._events) + 1
+
+    def append(self, data: bytes, ts: int) -> Event:
+        """Assign the next seq to ``data`` and retain the event."""
+        event = Event.create(self.name, self.last_seq + 1, ts, data)
+        self.add(event)
+        return event
+
+    def add(self, event: Event) -> None:
+        """Retain an event whose seq was assigned elsewhere (the Redis bus).
+
+        It must be the next seq; older or duplicate events are ignored.
+        """
+        if event.seq <= self.last_seq:
+            return
+        if event.seq != self.last_seq + 1:
+            # A hole: what we held is not contiguous with it any more.
+            self._events.clear()
+        self._events.append(event)
+        self.last_seq = event.seq
+
+    def read(self, after: int, limit: int) -> Batch:
+        """Events with ``seq > after``, at most ``limit``, with gap/reset rules."""
+        if after < 0:
+            raise ValueError("cursor must be >= 0")
+        gap = reset = None
+        if after > self.last_seq:
+            reset = Reset(after, self.last_seq)
+            after = 0
+        first = self.first_seq
+        if after < first - 1:
+            gap = Gap(after + 1, first - 1)
+            after = first - 1
+        start = after - first + 1  # index of seq after+1 in the deque
+        stop = min(len(self._events), start + limit)
+        events = tuple(self._events[i] for i in range(start, stop))
+        nxt = events[-1].seq if events else after
+        return Batch(events, nxt, stop < len(self._events), gap, reset)

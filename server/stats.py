@@ -1,0 +1,61 @@
+"""Per-process counters behind ``GET /stats``.
+
+Increments take a lock: cheap next to a socket write, and exact, which the
+benchmark relies on when it divides server CPU by events delivered.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import psutil
+
+__all__ = ["Stats", "TRANSPORTS"]
+
+TRANSPORTS = ("longpoll", "websocket")
+
+
+class Stats:
+    """Connections, events and bytes by transport, for one server process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.connections = dict.fromkeys(TRANSPORTS, 0)
+        self.delivered = dict.fromkeys(TRANSPORTS, 0)
+        self.bytes_sent = dict.fromkeys(TRANSPORTS, 0)
+        self.requests = {"longpoll": 0, "publish": 0}
+        self.events_published = 0
+        self._process = psutil.Process(os.getpid())
+
+    def connect(self, transport: str, delta: int = 1) -> None:
+        with self._lock:
+            self.connections[transport] += delta
+
+    def sent(self, transport: str, events: int, nbytes: int) -> None:
+        with self._lock:
+            self.delivered[transport] += events
+            self.bytes_sent[transport] += nbytes
+
+    def request(self, kind: str) -> None:
+        with self._lock:
+            self.requests[kind] += 1
+
+    def published(self) -> None:
+        with self._lock:
+            self.events_published += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        cpu = self._process.cpu_times()
+        with self._lock:
+            return {
+                "pid": os.getpid(),
+                "connections": dict(self.connections),
+                "events_published": self.events_published,
+                "delivered": dict(self.delivered),
+                "bytes_sent": dict(self.bytes_sent),
+                "requests": dict(self.requests),
+                "cpu_seconds": cpu.user + cpu.system,
+                "rss_bytes": self._process.memory_info().rss,
+            }
