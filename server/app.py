@@ -117,6 +117,11 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
             compressed="permessage-deflate" in offered,
         ).run()
 
+    @app.get("/")
+    def demo_page() -> Response:
+        """The live side-by-side demo page (server/static/, docs/demo.md)."""
+        return app.send_static_file("index.html")
+
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok", bus=lab.bus.name, runtime=config.runtime, pid=lab.stats.snapshot()["pid"])
