@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
-__all__ = ["Stats", "TRANSPORTS"]
+__all__ = ["TRANSPORTS", "Stats"]
 
 TRANSPORTS = ("longpoll", "websocket")
+
+
+class Session(Protocol):
+    """A long-lived connection that keeps its own counters (the WebSocket)."""
+
+    delivered: int
+    bytes_sent: int
 
 
 class Stats:
@@ -28,6 +35,21 @@ class Stats:
         self.requests = {"longpoll": 0, "publish": 0}
         self.events_published = 0
         self._process = psutil.Process(os.getpid())
+        self._sessions: dict[int, tuple[str, Session]] = {}
+        """Live sessions, summed in at snapshot time: their per-event path takes no lock here."""
+
+    def track(self, session: Session, transport: str = "websocket") -> None:
+        """Count a live session; its counters join the totals when it ends."""
+        with self._lock:
+            self.connections[transport] += 1
+            self._sessions[id(session)] = (transport, session)
+
+    def untrack(self, session: Session) -> None:
+        with self._lock:
+            transport, _ = self._sessions.pop(id(session))
+            self.connections[transport] -= 1
+            self.delivered[transport] += session.delivered
+            self.bytes_sent[transport] += session.bytes_sent
 
     def connect(self, transport: str, delta: int = 1) -> None:
         with self._lock:
@@ -49,12 +71,17 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         cpu = self._process.cpu_times()
         with self._lock:
+            delivered = dict(self.delivered)
+            bytes_sent = dict(self.bytes_sent)
+            for transport, session in self._sessions.values():
+                delivered[transport] += session.delivered
+                bytes_sent[transport] += session.bytes_sent
             return {
                 "pid": os.getpid(),
                 "connections": dict(self.connections),
                 "events_published": self.events_published,
-                "delivered": dict(self.delivered),
-                "bytes_sent": dict(self.bytes_sent),
+                "delivered": delivered,
+                "bytes_sent": bytes_sent,
                 "requests": dict(self.requests),
                 "cpu_seconds": cpu.user + cpu.system,
                 "rss_bytes": self._process.memory_info().rss,

@@ -16,6 +16,7 @@ through wsproto, which compresses per connection.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from functools import lru_cache
@@ -24,7 +25,7 @@ from typing import Any
 from simple_websocket import ConnectionClosed, Server
 from wsproto.frame_protocol import FrameProtocol
 
-from .bus import Batch, Bus, InvalidPayload, parse_payload, valid_channel
+from .bus import Batch, Bus, Event, InvalidPayload, parse_payload, valid_channel
 from .errors import CLOSE_BAD_MESSAGE, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED
 from .stats import Stats
 
@@ -55,7 +56,18 @@ class _Close(Exception):
 
 
 class WebSocketSession:
-    """One subscriber's WebSocket: catch up from ``after``, then push."""
+    """One subscriber's WebSocket: catch up from ``after``, then push.
+
+    Two paths deliver events, both under ``_write_lock`` and both advancing
+    ``cursor``, so an event is sent once whichever path gets it:
+
+    - the fast path, :meth:`offer`, runs in the publisher's thread or greenlet
+      when the bus has a new event: if this connection is exactly one event
+      behind and its socket takes the whole frame without blocking, the event
+      is written there and then;
+    - the session loop, :meth:`run`, woken by :meth:`set` for anything else
+      (catching up, a partial write, client messages, the peer closing).
+    """
 
     def __init__(
         self,
@@ -72,70 +84,117 @@ class WebSocketSession:
         self.stats = stats
         self.channel = channel
         self.cursor = after
-        """The seq of the last event sent on this connection."""
+        """The seq of the last event sent (or queued in ``_pending``) on this connection."""
         self.max_batch = max_batch
         self.compressed = compressed
+        self.delivered = 0
+        """Events written to this connection (read by :class:`~server.stats.Stats`)."""
+        self.bytes_sent = 0
+        """Event payload bytes written (frame headers excluded)."""
+        self._wake = ws.event  # simple-websocket also sets it on input and on close
         self._write_lock = threading.Lock()
+        self._pending = b""
+        """The unsent tail of a frame the fast path could only partly write."""
+        sock = ws.sock
+        # gevent wraps the OS socket; the fast path needs the raw one, whose
+        # send() with MSG_DONTWAIT never blocks nor yields.
+        self._raw_sock: socket.socket = getattr(sock, "_sock", sock)
+
+    def set(self) -> None:
+        """Waiter protocol: wake the session loop."""
+        self._wake.set()
+
+    def offer(self, event: Event) -> bool:
+        """Waiter protocol: try to send ``event`` now; false means "wake me"."""
+        if self.compressed or event.seq != self.cursor + 1 or not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            if event.seq != self.cursor + 1 or self._pending or not self.ws.connected:
+                return False
+            frame = text_frame(event.wire)
+            try:
+                sent = self._raw_sock.send(frame, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return False  # the loop will find the connection closed
+            self.cursor = event.seq
+            self.delivered += 1
+            self.bytes_sent += len(event.wire)
+            if sent < len(frame):
+                self._pending = frame[sent:]
+                return False
+            return True
+        finally:
+            self._write_lock.release()
 
     def run(self) -> None:
         """Serve until the client leaves, breaks the rules, or the bus closes."""
-        wake = self.ws.event  # set by simple-websocket on input and on close
-        self.bus.watch(self.channel, wake)
-        self.stats.connect("websocket")
+        self.bus.watch(self.channel, self)
+        self.stats.track(self)
         try:
             self._deliver()
             while True:
-                wake.wait()
-                wake.clear()
+                self._wake.wait()
+                self._wake.clear()
                 if self.bus.closed:
                     raise _Close(CLOSE_GOING_AWAY, "server shutting down")
-                while (message := self.ws.receive(timeout=0)) is not None:
-                    self._handle(message)
+                if self.ws.input_buffer or not self.ws.connected:
+                    while (message := self.ws.receive(timeout=0)) is not None:
+                        self._handle(message)
                 self._deliver()
         except _Close as close:
             self.ws.close(close.code, close.reason)
         finally:
-            self.bus.unwatch(self.channel, wake)
-            self.stats.connect("websocket", -1)
+            self.bus.unwatch(self.channel, self)
+            self.stats.untrack(self)
 
     def _deliver(self) -> None:
-        """Send everything after the cursor: notices first, one frame per event."""
+        """Send what is pending, then everything after the cursor."""
         while True:
-            batch = self.bus.read(self.channel, self.cursor, self.max_batch)
-            if not (batch.events or batch.gap or batch.reset):
-                return
-            self._send_batch(batch)
-            self.cursor = batch.next
+            with self._write_lock:
+                if self._pending:
+                    self._sendall(self._pending)
+                    self._pending = b""
+                batch = self.bus.read(self.channel, self.cursor, self.max_batch)
+                if not (batch.events or batch.gap or batch.reset):
+                    return
+                self._send_batch(batch)
+                self.cursor = batch.next
             if not batch.more:
                 return
 
     def _send_batch(self, batch: Batch) -> None:
+        """Notices first, then one text frame per event; caller holds the lock."""
         frames: list[bytes] = []
         if batch.gap:
             frames.append(_json({"type": "gap", **batch.gap.as_dict()}))
         if batch.reset:
             frames.append(_json({"type": "reset", **batch.reset.as_dict()}))
-        nbytes = sum(len(e.wire) for e in batch.events)
+        frames.extend(e.wire for e in batch.events)
         if self.compressed:
-            for payload in frames + [e.wire for e in batch.events]:
+            for payload in frames:
                 self.ws.send(payload.decode("utf-8"))
         else:
-            data = b"".join([text_frame(f) for f in frames] + [text_frame(e.wire) for e in batch.events])
-            self._write(data)
-        self.stats.sent("websocket", len(batch.events), nbytes)
+            self._sendall(b"".join([text_frame(f) for f in frames]))
+        self.delivered += len(batch.events)
+        self.bytes_sent += sum(len(e.wire) for e in batch.events)
 
-    def _write(self, data: bytes) -> None:
+    def _sendall(self, data: bytes) -> None:
         if not self.ws.connected:
             raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-        with self._write_lock:
-            self.ws.sock.sendall(data)
+        self.ws.sock.sendall(data)
 
     def _reply(self, obj: dict[str, Any]) -> None:
         payload = _json(obj)
-        if self.compressed:
-            self.ws.send(payload.decode("utf-8"))
-        else:
-            self._write(text_frame(payload))
+        with self._write_lock:
+            if self.compressed:
+                self.ws.send(payload.decode("utf-8"))
+            else:
+                if self._pending:
+                    self._sendall(self._pending)
+                    self._pending = b""
+                self._sendall(text_frame(payload))
 
     def _handle(self, message: str | bytes) -> None:
         """One client message (docs/protocol.md, "Client to server")."""

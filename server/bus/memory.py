@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from .base import Bus
+from .base import Bus, notify
 from .core import Batch, ChannelLog, Event
 
 __all__ = ["MemoryBus"]
@@ -37,8 +37,7 @@ class MemoryBus(Bus):
             # ts is taken under the lock so it never decreases along seq.
             event = self._log(channel).append(data, time.time_ns())
             waiters = self._waiters.of(channel)
-        for waiter in waiters:
-            waiter.set()
+        notify(waiters, event)
         return event
 
     def read(self, channel: str, after: int, limit: int) -> Batch:
