@@ -14,21 +14,38 @@ from .runtimes import RUNTIMES, ServeOptions, serve
 def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
     defaults = ServeOptions()
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__)
-    p.add_argument("--runtime", choices=RUNTIMES, default=defaults.runtime, help="server runtime (default: %(default)s)")
+    p.add_argument(
+        "--runtime", choices=RUNTIMES, default=defaults.runtime, help="server runtime (default: %(default)s)"
+    )
     p.add_argument("--host", default=defaults.host, help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=defaults.port, help="port (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="gunicorn worker processes (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=defaults.threads, help="gthread threads per worker (default: %(default)s)")
-    p.add_argument("--connections", type=int, default=defaults.connections, help="gevent connections per worker (default: %(default)s)")
-    p.add_argument("--graceful-timeout", type=int, default=defaults.graceful_timeout, help="gunicorn graceful timeout, s")
+    p.add_argument(
+        "--workers", type=int, default=defaults.workers, help="gunicorn worker processes (default: %(default)s)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=defaults.threads, help="gthread threads per worker (default: %(default)s)"
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=defaults.connections,
+        help="gevent connections per worker (default: %(default)s)",
+    )
+    p.add_argument(
+        "--graceful-timeout", type=int, default=defaults.graceful_timeout, help="gunicorn graceful timeout, s"
+    )
     p.add_argument("--bus", choices=("memory", "redis"), help="event bus (LAB_BUS, default memory)")
     p.add_argument("--redis-url", help="Redis URL for --bus redis (LAB_REDIS_URL)")
     p.add_argument("--history", type=int, help="events retained per channel (LAB_HISTORY, default 10000)")
     p.add_argument("--max-batch", type=int, help="most events per long-poll answer (LAB_MAX_BATCH, default 1000)")
     p.add_argument("--poll-timeout", type=float, help="default long-poll hold, s (LAB_POLL_TIMEOUT, default 25)")
-    p.add_argument("--ws-ping-interval", type=float, help="server WebSocket ping interval, s (LAB_WS_PING_INTERVAL, default off)")
+    p.add_argument(
+        "--ws-ping-interval", type=float, help="server WebSocket ping interval, s (LAB_WS_PING_INTERVAL, default off)"
+    )
     p.add_argument("--ws-max-message", type=int, help="largest client WebSocket message, bytes (LAB_WS_MAX_MESSAGE)")
-    p.add_argument("--ws-compression", choices=("on", "off"), help="allow permessage-deflate (LAB_WS_COMPRESSION, default off)")
+    p.add_argument(
+        "--ws-compression", choices=("on", "off"), help="allow permessage-deflate (LAB_WS_COMPRESSION, default off)"
+    )
     a = p.parse_args(argv)
     if a.workers > 1 and (a.bus or Config.from_env().bus) == "memory":
         p.error("--workers > 1 needs --bus redis: memory buses are per process")

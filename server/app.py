@@ -104,7 +104,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     def poll(channel: str) -> Response:
         return handle_poll(lab.bus, lab.stats, config, _channel(channel))
 
-    @sock.route("/channels/<channel>/ws", endpoint=WS_ENDPOINT)
+    @sock.route("/channels/<channel>/ws", endpoint=WS_ENDPOINT)  # type: ignore[untyped-decorator]
     def websocket(ws: Server, channel: str) -> None:
         offered = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
         WebSocketSession(

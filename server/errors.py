@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-__all__ = ["ApiError", "CLOSE_BAD_MESSAGE", "CLOSE_GOING_AWAY", "CLOSE_UNSUPPORTED", "CLOSE_INTERNAL"]
+__all__ = ["CLOSE_BAD_MESSAGE", "CLOSE_GOING_AWAY", "CLOSE_INTERNAL", "CLOSE_UNSUPPORTED", "ApiError"]
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003

@@ -11,7 +11,10 @@
 Shutdown never waits on held connections: on SIGTERM/SIGINT/SIGQUIT each
 worker closes its bus first, which answers held long polls (``503
 shutting_down``) and closes WebSockets (``1001``) at once, instead of letting
-gunicorn's graceful timeout (30 s by default) run out on them.
+gunicorn's graceful timeout (30 s by default) run out on them. Werkzeug's
+server has no signal handling of its own (SIGTERM would kill it mid-response),
+so :func:`_serve_werkzeug` installs one that closes the bus, waits for the
+requests in flight to finish writing (at most ``graceful_timeout``), then stops.
 """
 
 from __future__ import annotations
@@ -62,26 +65,95 @@ def serve(config: Config, options: ServeOptions) -> None:
 
 
 def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     app = create_app(config)
-    try:
-        run_simple(options.host, options.port, app, threaded=True)
-    finally:
-        lab_of(app).bus.close()
-
-
-def _close_bus_on_signals(app: Flask, worker: Any) -> None:
-    """Chain a bus close in front of gunicorn's own signal handlers."""
     bus = lab_of(app).bus
+    in_flight = _InFlight(app.wsgi_app)
+    app.wsgi_app = in_flight  # type: ignore[method-assign]
+    server = make_server(options.host, options.port, app, threaded=True)
+
+    def stop() -> None:
+        bus.close()
+        in_flight.wait_idle(options.graceful_timeout)
+        server.shutdown()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # shutdown() blocks until serve_forever() returns: not from here.
+        threading.Thread(target=stop, name="lab-stop", daemon=True).start()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
+    print(f" * Running on http://{options.host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        bus.close()
+        server.server_close()
+
+
+class _InFlight:
+    """WSGI middleware counting requests until their response is written.
+
+    A long poll released by :meth:`Bus.close` still has to write its ``503``
+    after the view returns; Werkzeug's request threads are daemons, so the
+    process must wait for that before it exits.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        from werkzeug.wsgi import ClosingIterator
+
+        with self._idle:
+            self._count += 1
+        try:
+            return ClosingIterator(self.app(environ, start_response), [self._done])
+        except BaseException:
+            self._done()
+            raise
+
+    def _done(self) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; ``False`` if ``timeout`` ran out."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
+def _close_bus_on_signals(app: Flask, runtime: str) -> None:
+    """Chain a bus close in front of gunicorn's own signal handlers.
+
+    The close must not run inside the handler itself: waking takes locks the
+    interrupted code may hold. Under gthread a thread does it. Under gevent
+    the handler may run in the hub's loop callback, where anything that
+    blocks (even ``Thread.start()``, which waits for the thread to start)
+    raises ``BlockingSwitchOutError``: there a greenlet is spawned instead,
+    as gunicorn's gevent worker does for its own ``handle_quit``.
+    """
+    bus = lab_of(app).bus
+
+    def close_soon() -> None:
+        if runtime == "gevent":
+            import gevent
+
+            gevent.spawn(bus.close)
+        else:
+            threading.Thread(target=bus.close, name="lab-bus-close", daemon=True).start()
 
     def chain(previous: Any) -> Any:
         def handler(signum: int, frame: FrameType | None) -> None:
-            # Not in the handler itself: waking takes locks the interrupted
-            # code may hold. A thread (a greenlet under gevent) does it.
-            threading.Thread(target=bus.close, name="lab-bus-close", daemon=True).start()
-            if callable(previous):
-                previous(signum, frame)
+            try:
+                close_soon()
+            finally:
+                if callable(previous):
+                    previous(signum, frame)
 
         return handler
 
@@ -109,7 +181,10 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
             # Long polls re-poll at once; keep their connections open.
             "keepalive": 75,
             "timeout": 60,
-            "post_worker_init": lambda worker: _close_bus_on_signals(worker.wsgi, worker),
+            # gunicorn's control socket has one default path per user: two
+            # lab servers at once (tests, benchmarks) would fight over it.
+            "control_socket_disable": True,
+            "post_worker_init": lambda worker: _close_bus_on_signals(worker.wsgi, o.runtime),
         }
         for key, value in settings.items():
             self.cfg.set(key, value)
