@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Bus, BusClosed, Waiter
-from .core import Batch, ChannelLog, Event, Gap, InvalidPayload, Reset, parse_payload, valid_channel
+from .core import Batch, ChannelLog, Event, Gap, InvalidPayload, Reset, Window, parse_payload, valid_channel
 from .memory import MemoryBus
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ __all__ = [
     "MemoryBus",
     "Reset",
     "Waiter",
+    "Window",
     "make_bus",
     "parse_payload",
     "valid_channel",

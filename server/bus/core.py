@@ -23,7 +23,9 @@ __all__ = [
     "Gap",
     "InvalidPayload",
     "Reset",
+    "Window",
     "encode_event",
+    "event_parts",
     "parse_payload",
     "valid_channel",
 ]
@@ -78,6 +80,17 @@ def encode_event(channel: str, seq: int, ts: int, data: bytes) -> bytes:
         ts,
         data,
     )
+
+
+def event_parts(channel: str, data: bytes) -> tuple[bytes, bytes, bytes]:
+    """The serialization of :func:`encode_event` split around ``seq`` and ``ts``.
+
+    ``head + b"%d" % seq + mid + b"%d" % ts + tail == encode_event(channel, seq, ts, data)``.
+    For a bus that assigns ``seq`` and ``ts`` elsewhere (the Redis bus does it
+    in a server-side script) and must still store the event's one
+    serialization; the format stays defined here only.
+    """
+    return b'{"channel":"%s","seq":' % channel.encode("ascii"), b',"ts":', b',"data":%s}' % data
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +158,47 @@ class Batch:
     reset: Reset | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The cursor rules of docs/protocol.md, for a history ``first..=last``.
+
+    Sans-I/O: given a subscriber's cursor and the bounds of what a channel
+    retains, says from which ``seq`` to deliver (every event with
+    ``seq > start``) and which notice is owed. :class:`ChannelLog` applies it
+    to its deque; the Redis bus to a range read from Redis.
+    """
+
+    start: int
+    """Deliver the events with ``seq > start``."""
+    gap: Gap | None = None
+    reset: Reset | None = None
+
+    @classmethod
+    def resolve(cls, after: int, first: int, last: int) -> Window:
+        """Apply the rules to cursor ``after``; ``first == last + 1`` when nothing is retained."""
+        if after < 0:
+            raise ValueError("cursor must be >= 0")
+        gap = reset = None
+        if after > last:
+            reset = Reset(after, last)
+            after = 0
+        if after < first - 1:
+            gap = Gap(after + 1, first - 1)
+            after = first - 1
+        return cls(after, gap, reset)
+
+    def batch(self, events: tuple[Event, ...], more: bool) -> Batch:
+        """The batch of ``events`` (the first ones after :attr:`start`, in order)."""
+        return Batch(events, events[-1].seq if events else self.start, more, self.gap, self.reset)
+
+
 class ChannelLog:
     """The bounded history of one channel, and the cursor rules over it.
 
     Sans-I/O and not thread-safe: callers serialize access.
     """
 
-    __slots__ = ("name", "last_seq", "_events")
+    __slots__ = ("_events", "last_seq", "name")
 
     def __init__(self, name: str, history: int) -> None:
         if history < 1:
@@ -187,18 +234,9 @@ class ChannelLog:
 
     def read(self, after: int, limit: int) -> Batch:
         """Events with ``seq > after``, at most ``limit``, with gap/reset rules."""
-        if after < 0:
-            raise ValueError("cursor must be >= 0")
-        gap = reset = None
-        if after > self.last_seq:
-            reset = Reset(after, self.last_seq)
-            after = 0
         first = self.first_seq
-        if after < first - 1:
-            gap = Gap(after + 1, first - 1)
-            after = first - 1
-        start = after - first + 1  # index of seq after+1 in the deque
+        window = Window.resolve(after, first, self.last_seq)
+        start = window.start - first + 1  # index of seq start+1 in the deque
         stop = min(len(self._events), start + limit)
         events = tuple(self._events[i] for i in range(start, stop))
-        nxt = events[-1].seq if events else after
-        return Batch(events, nxt, stop < len(self._events), gap, reset)
+        return window.batch(events, stop < len(self._events))
