@@ -1,0 +1,40 @@
+"""Python clients of the lab server: subscribers for each transport, publishers.
+
+Layers: :mod:`clients.accounting` (sans-I/O cursor, loss, duplicate and order
+accounting) and :mod:`clients.latency` (HdrHistogram wrapper) know nothing of
+sockets; ``clients._subscriber`` holds the reconnect-and-resume loop shared
+by the transport frontends :mod:`clients.longpoll`, :mod:`clients.polling`
+and :mod:`clients.websocket`; :mod:`clients.publisher` posts events.
+``python -m clients`` is a command line for people (docs/clients.md).
+"""
+
+from ._subscriber import BACKOFF_MAX, BACKOFF_MIN, Received, Subscriber, SubscriberError, SubscriberStats
+from .accounting import Counters, Tracker
+from .latency import LatencyHistogram
+from .longpoll import LongPollSubscriber, ServerUnavailable, make_http_client
+from .polling import PollingSubscriber
+from .publisher import Ack, AsyncPublisher, Publisher, PublishError
+from .websocket import HandshakeRejected, NotConnected, WebSocketSubscriber
+
+__all__ = [
+    "BACKOFF_MAX",
+    "BACKOFF_MIN",
+    "Ack",
+    "AsyncPublisher",
+    "Counters",
+    "HandshakeRejected",
+    "LatencyHistogram",
+    "LongPollSubscriber",
+    "NotConnected",
+    "PollingSubscriber",
+    "PublishError",
+    "Publisher",
+    "Received",
+    "ServerUnavailable",
+    "Subscriber",
+    "SubscriberError",
+    "SubscriberStats",
+    "Tracker",
+    "WebSocketSubscriber",
+    "make_http_client",
+]
