@@ -1,0 +1,237 @@
+"""The demo page (server/static/) in a real browser: Debian's Chromium driven by Playwright.
+
+What is checked is what the page promises: both panes list every event of the
+channel, in order, with no loss and no duplicate; counters agree with the
+server; payloads are shown as text (a hostile ``<img onerror>`` never runs);
+the automatic publisher drives both panes; both panes reconnect when the
+server goes away. No timing is asserted.
+
+Set ``LAB_DEMO_SCREENSHOT=docs/img/demo.png`` to save the page as the docs show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import support
+from tests.support import ROOT, UNIT, run_server, wait_until
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+HOSTILE = "<img src=x onerror=alert(1)>"
+PANES = ("longpoll", "websocket")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(30 * UNIT * 1000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def open_demo(page: Any, url: str) -> tuple[str, list[str]]:
+    """Open the page on a fresh channel; return it and the list of dialogs that fire."""
+    channel = "browser-" + uuid.uuid4().hex[:12]
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(f"{url}/?channel={channel}")
+    page.wait_for_selector('[data-pane="websocket"] .conn[data-state="open"]')
+    return channel, dialogs
+
+
+def counters(page: Any, pane: str) -> dict[str, int]:
+    return page.eval_on_selector_all(  # type: ignore[no-any-return]
+        f'[data-pane="{pane}"] [data-counter]',
+        "els => Object.fromEntries(els.map(e => [e.dataset.counter, Number(e.textContent.replace(/,/g, ''))]))",
+    )
+
+
+def seqs(page: Any, pane: str) -> list[int]:
+    """The event seqs a pane lists, oldest first (the list shows newest first)."""
+    newest_first = page.eval_on_selector_all(
+        f'[data-pane="{pane}"] .arrivals li.event', "els => els.map(e => Number(e.dataset.seq))"
+    )
+    return list(reversed(newest_first))
+
+
+def wait_for_events(page: Any, count: int) -> None:
+    """Until both panes' event counters reach ``count``."""
+    page.wait_for_function(
+        """n => ["longpoll", "websocket"].every(p =>
+            Number(document.querySelector(`[data-pane="${p}"] [data-counter="events"]`)
+                   .textContent.replace(/,/g, "")) >= n)""",
+        arg=count,
+    )
+
+
+def last_seq(url: str, channel: str) -> int:
+    """The channel's newest seq, read from the server (a long poll that does not wait)."""
+    body = httpx.get(f"{url}/channels/{channel}/poll", params={"after": 0, "timeout": 0}, timeout=5 * UNIT).json()
+    assert not body["more"], "test channels stay under one batch"
+    return int(body["next"])
+
+
+def publish_from_box(page: Any, text: str) -> None:
+    before = page.text_content("#publish-status")
+    page.fill("#payload", text)
+    page.click('#publish-form button[type="submit"]')
+    page.wait_for_function(
+        "before => { const s = document.querySelector('#publish-status'); "
+        "return s.textContent !== before && s.textContent.startsWith('published'); }",
+        arg=before,
+    )
+
+
+def event_bytes(url: str, channel: str) -> tuple[int, list[Any]]:
+    """The exact bytes of the channel's events as stored (one long-poll body, its envelope removed)."""
+    raw = httpx.get(f"{url}/channels/{channel}/poll", params={"after": 0, "timeout": 0}, timeout=5 * UNIT).text
+    events = json.loads(raw)["events"]
+    head = len(f'{{"channel":"{channel}","events":[')
+    tail = raw.rindex('],"next":')
+    return tail - head - (len(events) - 1), events  # minus the commas between events
+
+
+@pytest.mark.parametrize("runtime", ["gevent", "werkzeug"])
+def test_both_panes_show_every_event_in_order_and_payloads_as_text(page: Any, runtime: str) -> None:
+    with run_server(runtime) as server:
+        channel, dialogs = open_demo(page, server.url)
+        with httpx.Client(base_url=server.url, timeout=5 * UNIT) as http:
+            for n in range(1, 49):
+                assert http.post(f"/channels/{channel}/events", json={"n": n}).status_code == 201
+        publish_from_box(page, '{"via": "box", "n": 49}')  # JSON: sent as is
+        publish_from_box(page, HOSTILE)  # not JSON: sent as a JSON string
+        wait_for_events(page, 50)
+
+        for pane in PANES:
+            assert seqs(page, pane) == list(range(1, 51)), pane
+            c = counters(page, pane)
+            assert (c["events"], c["cursor"]) == (50, 50), pane
+            assert (c["missing"], c["duplicate"], c["out_of_order"], c["reconnects"]) == (0, 0, 0, 0), pane
+        assert last_seq(server.url, channel) == 50
+
+        stored, events = event_bytes(server.url, channel)
+        assert events[48]["data"] == {"via": "box", "n": 49}
+        assert events[49]["data"] == HOSTILE
+        ws, lp = counters(page, "websocket"), counters(page, "longpoll")
+        assert ws["transfers"] == 50, "one frame per event, no control message on a fresh channel"
+        assert ws["bytes"] == stored, "frame payloads are exactly the stored event bytes"
+        assert 1 <= lp["transfers"] <= 51
+        assert lp["bytes"] > stored, "long-poll bodies carry every event plus an envelope each"
+
+        for pane in PANES:
+            item = page.locator(f'[data-pane="{pane}"] .arrivals li.event[data-seq="50"] .data')
+            assert item.text_content() == json.dumps(HOSTILE)
+            assert page.locator(f'[data-pane="{pane}"] .arrivals li.event[data-seq="49"] .data').text_content() == (
+                '{"via":"box","n":49}'
+            )
+        assert page.locator("img").count() == 0
+        assert page.evaluate("document.querySelectorAll('.arrivals *').length") > 0
+        # Give a would-be onerror handler every chance: a round trip through the page's event loop.
+        page.evaluate("() => new Promise(r => setTimeout(r, 50))")
+        assert dialogs == []
+
+
+def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
+    with run_server("gevent") as server:
+        channel, dialogs = open_demo(page, server.url)
+        with httpx.Client(base_url=server.url, timeout=5 * UNIT) as http:
+            for n in range(1, 11):
+                assert http.post(f"/channels/{channel}/events", json={"hello": "world", "n": n}).status_code == 201
+        publish_from_box(page, HOSTILE)
+        page.fill("#rate", "8")
+        assert page.text_content("#rate-out") == "8 events/s"
+        wait_for_events(page, 50)
+        page.fill("#rate", "0")
+        assert page.text_content("#rate-out") == "off"
+
+        # Publishes already sent may still land; wait until the channel stops growing.
+        def settled() -> bool:
+            last = last_seq(server.url, channel)
+            return all(counters(page, pane)["cursor"] == last for pane in PANES) and last == last_seq(
+                server.url, channel
+            )
+
+        assert wait_until(settled, 20 * UNIT, 0.2)
+        last = last_seq(server.url, channel)
+        assert last >= 50
+        for pane in PANES:
+            assert seqs(page, pane) == list(range(1, last + 1)), pane
+            c = counters(page, pane)
+            assert (c["events"], c["missing"], c["duplicate"], c["out_of_order"]) == (last, 0, 0, 0), pane
+        assert counters(page, "websocket")["transfers"] == last
+        assert dialogs == []
+
+        target = os.environ.get("LAB_DEMO_SCREENSHOT")
+        if target:
+            page.locator("#payload").fill("")
+            page.screenshot(path=str(ROOT / target), full_page=True)
+
+
+def test_panes_reconnect_after_the_server_restarts(page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restarted memory bus is behind both cursors: each pane reconnects and gets a reset notice."""
+    with run_server("gevent") as first:
+        port = first.port
+        channel, dialogs = open_demo(page, first.url)
+        with httpx.Client(base_url=first.url, timeout=5 * UNIT) as http:
+            for n in range(1, 6):
+                assert http.post(f"/channels/{channel}/events", json=n).status_code == 201
+        wait_for_events(page, 5)
+    page.wait_for_selector('[data-pane="websocket"] .conn[data-state="retrying"]')
+    # The page knows one address: start the second server on the first one's port.
+    monkeypatch.setattr(support, "free_port", lambda: port)
+    with run_server("gevent") as second:
+        assert second.port == port
+        with httpx.Client(base_url=second.url, timeout=5 * UNIT) as http:
+            for n in range(1, 4):
+                assert http.post(f"/channels/{channel}/events", json=n).status_code == 201
+        wait_for_events(page, 8)
+        for pane in PANES:
+            c = counters(page, pane)
+            assert (c["events"], c["cursor"]) == (8, 3), pane
+            assert c["reconnects"] >= 1, pane
+            assert (c["missing"], c["duplicate"], c["out_of_order"]) == (0, 0, 0), pane
+            assert seqs(page, pane) == [1, 2, 3, 4, 5, 1, 2, 3], pane
+            notices = page.locator(f'[data-pane="{pane}"] .arrivals li.notice').all_text_contents()
+            assert len(notices) == 1 and notices[0].startswith("reset: cursor 5 is ahead"), (pane, notices)
+        assert dialogs == []
