@@ -17,21 +17,33 @@ from .config import Config
 from .errors import ApiError
 from .stats import Stats
 
-__all__ = ["encode_batch", "handle_poll", "parse_cursor", "parse_timeout"]
+__all__ = ["MAX_CURSOR", "encode_batch", "handle_poll", "parse_cursor", "parse_timeout"]
+
+
+MAX_CURSOR = 2**63 - 1
+"""The largest cursor taken: a signed 64-bit integer, as Redis counters are."""
 
 
 def parse_cursor(raw: str | None) -> int:
-    """``after`` query value to a cursor; 400 ``bad_cursor`` if it is not one."""
-    if raw is None or raw == "":
+    """``after`` query value to a cursor; 400 ``bad_cursor`` if it is not one.
+
+    Absent means 0; present but empty is refused like any other non-integer.
+    The length check comes before ``int()``, which refuses (with a
+    ``ValueError``, i.e. a 500) strings of more than 4,300 digits.
+    """
+    if raw is None:
         return 0
-    if not raw.isascii() or not raw.isdigit():
-        raise ApiError(400, "bad_cursor", f"after must be an integer >= 0, got {raw!r}")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(MAX_CURSOR)) or int(raw) > MAX_CURSOR:
+        raise ApiError(400, "bad_cursor", f"after must be an integer from 0 to 2**63-1, got {raw[:40]!r}")
     return int(raw)
 
 
 def parse_timeout(raw: str | None, config: Config) -> float:
-    """``timeout`` query value to seconds; 400 ``bad_timeout`` if out of range."""
-    if raw is None or raw == "":
+    """``timeout`` query value to seconds; 400 ``bad_timeout`` if out of range.
+
+    Absent means the configured default; present but empty is refused.
+    """
+    if raw is None:
         return config.poll_timeout
     try:
         value = float(raw)
@@ -41,7 +53,7 @@ def parse_timeout(raw: str | None, config: Config) -> float:
         raise ApiError(
             400,
             "bad_timeout",
-            f"timeout must be a number of seconds from 0 to {config.poll_timeout_max:g}, got {raw!r}",
+            f"timeout must be a number of seconds from 0 to {config.poll_timeout_max:g}, got {raw[:40]!r}",
         )
     return value
 
