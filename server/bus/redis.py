@@ -122,8 +122,12 @@ class RedisBus(Bus):
         try:
             self._client.ping()
             # Subscribed before the constructor returns: no publish made after
-            # it can miss this process's waiters.
+            # it can miss this process's waiters. The confirmation is consumed
+            # here, so the listener takes any later one for a reconnection.
             self._pubsub.subscribe(self._notify)
+            confirmed = self._pubsub.get_message(timeout=5)
+            if confirmed is None or confirmed["type"] != "subscribe":
+                raise redis.ConnectionError(f"no confirmation of SUBSCRIBE {self._notify}: {confirmed!r}")
         except redis.RedisError as exc:
             self._client.close()
             raise self._unavailable(exc) from exc
@@ -238,7 +242,7 @@ class RedisBus(Bus):
                 if message is None:
                     continue
                 if message["type"] == "subscribe":
-                    self._resync()  # (re)connected: whatever was sent meanwhile is lost
+                    self._resync()  # reconnected: whatever was sent meanwhile is lost
                 elif message["type"] == "message":
                     try:
                         event = Event.from_wire(bytes(message["data"]))
