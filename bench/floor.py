@@ -30,12 +30,14 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from typing import Any
 
 import psutil
 
+from clients._subscriber import Subscriber, now_ns
 from server.bus.core import Batch, ChannelLog, InvalidPayload, parse_payload, valid_channel
 
-__all__ = ["FloorProcess", "FloorPublisher", "FloorServer", "encode_notices"]
+__all__ = ["FloorProcess", "FloorPublisher", "FloorServer", "FloorSubscriber", "encode_notices"]
 
 HISTORY = 1_000_000
 """Events the floor retains per channel: a whole benchmark run."""
@@ -57,7 +59,7 @@ class FloorServer:
     def __init__(self, history: int = HISTORY) -> None:
         self.history = history
         self.channels: dict[str, ChannelLog] = {}
-        self.subscribers: defaultdict[str, set[asyncio.WriteTransport]] = defaultdict(set)
+        self.subscribers: defaultdict[str, set[asyncio.BaseTransport]] = defaultdict(set)
         self.delivered = 0
 
     def _log(self, channel: str) -> ChannelLog:
@@ -74,21 +76,22 @@ class FloorServer:
 
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         subscribed: str | None = None
+        transport = writer.transport
         try:
             while line := await reader.readline():
                 verb, _, rest = line.rstrip(b"\r\n").partition(b" ")
                 if verb == b"PUB":
-                    channel, _, body = rest.partition(b" ")
-                    writer.write(self._publish(channel.decode("ascii", "replace"), body))
+                    target, _, body = rest.partition(b" ")
+                    writer.write(self._publish(target.decode("ascii", "replace"), body))
                 elif verb == b"SUB" and subscribed is None:
-                    channel, _, after = rest.decode("ascii", "replace").partition(" ")
-                    if not valid_channel(channel) or not after.isdigit():
+                    name, _, after = rest.decode("ascii", "replace").partition(" ")
+                    if not valid_channel(name) or not after.isdigit():
                         writer.write(b'{"type":"error","detail":"SUB <channel> <after>"}\n')
                         break
-                    batch = self._log(channel).read(int(after), self.history)
+                    batch = self._log(name).read(int(after), self.history)
                     writer.writelines([*encode_notices(batch), *(e.wire + b"\n" for e in batch.events)])
-                    self.subscribers[channel].add(writer.transport)  # type: ignore[arg-type]
-                    subscribed = channel
+                    self.subscribers[name].add(transport)
+                    subscribed = name
                 else:
                     writer.write(b'{"type":"error","detail":"unknown command"}\n')
                     break
@@ -96,7 +99,7 @@ class FloorServer:
             pass
         finally:
             if subscribed is not None:
-                self.subscribers[subscribed].discard(writer.transport)  # type: ignore[arg-type]
+                self.subscribers[subscribed].discard(transport)
             writer.close()
 
     def _publish(self, channel: str, body: bytes) -> bytes:
@@ -110,7 +113,7 @@ class FloorServer:
         line = event.wire + b"\n"
         for transport in self.subscribers.get(channel, ()):
             if not transport.is_closing():
-                transport.write(line)
+                transport.write(line)  # type: ignore[attr-defined]
                 self.delivered += 1
         return b"OK %d %d\n" % (event.seq, event.ts)
 
@@ -172,6 +175,37 @@ class FloorPublisher:
             self._writer.close()
             with contextlib.suppress(ConnectionError):
                 await self._writer.wait_closed()
+
+
+class FloorSubscriber(Subscriber):
+    """A floor subscriber: the lab's accounting and latency over bare TCP lines.
+
+    Shares :class:`clients._subscriber.Subscriber` with the real transports,
+    so the floor's numbers are computed exactly as theirs are.
+    """
+
+    transport = "floor"
+    retry_on = (OSError, asyncio.IncompleteReadError)
+
+    def __init__(self, host: str, port: int, channel: str, **kwargs: Any) -> None:
+        super().__init__(channel, **kwargs)
+        self.host = host
+        self.port = port
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 24)
+        try:
+            self.stats.connections += 1
+            writer.write(b"SUB %s %d\n" % (self.channel.encode("ascii"), self.tracker.cursor))
+            stats = self.stats
+            while line := await reader.readline():
+                recv_ns, recv_mono_ns = now_ns()
+                stats.frames += 1
+                stats.payload_bytes += len(line)
+                self._on_message(json.loads(line), recv_ns, recv_mono_ns)
+            raise ConnectionResetError("the floor server closed the connection")
+        finally:
+            writer.close()
 
 
 class FloorProcess:
