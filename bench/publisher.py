@@ -1,0 +1,254 @@
+"""The benchmark's open-loop publisher: its own process, a fixed schedule, never waiting on replies.
+
+Benchmark layer. Event ``k`` (0-based) has an *intended* send time fixed in
+advance, ``start + offset(k)``, with ``offset(k) = (k // burst) * burst / rate
++ (k % burst) * burst_gap_ms``: ticks at ``rate / burst`` per second, each a
+burst of ``burst`` events ``burst_gap_ms`` apart. The loop sleeps until an
+event is due and hands its request to a task, without waiting for the answer
+before the next event is due (open loop, so a slow server cannot slow the
+offered load down and hide its own latency: the "coordinated omission" trap).
+Requests go over a few keep-alive connections straight to the server, not
+through the relay, so publishing does not count in the subscribers' bytes.
+
+Each payload is the JSON array ``[index, intended_monotonic_ns, warm, "pad"]``
+padded with ``x`` to ``payload_bytes`` (or the smallest size that holds the
+three numbers, about 28 bytes): ``time.monotonic_ns()`` is the same clock in
+every process of one host, so a subscriber computes end-to-end latency as its
+receive monotonic time minus the intended send time. ``warm`` is 1 for events
+of the warm-up, which subscribers deliver but do not count.
+
+The publisher's own lag (actual send start minus intended time) goes into an
+HdrHistogram. It is *behind* (flag ``publisher_behind``, run invalid) when
+its lag p99 exceeds :data:`BEHIND_P99_MS` or any publish failed to be sent.
+
+Process protocol (``python -m bench.publisher CONFIG_JSON``): it connects,
+prints ``{"ready": true}``, reads one line holding the start time in
+monotonic ns, publishes the schedule, and prints one JSON line: the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.floor import FloorPublisher
+from clients.latency import LatencyHistogram
+
+__all__ = [
+    "BEHIND_P99_MS",
+    "PublishPlan",
+    "PublisherReport",
+    "channel_for",
+    "event_count",
+    "intended_offset_ns",
+    "make_payload",
+    "parse_payload",
+]
+
+BEHIND_P99_MS = 10.0
+"""A publisher whose lag behind schedule has a p99 above this is behind: its run is invalid."""
+CONNECTIONS = 8
+"""Keep-alive connections of the HTTP publisher: a slow answer on one does not hold the schedule."""
+
+
+def intended_offset_ns(index: int, rate: float, burst: int = 1, burst_gap_ms: float = 0.0) -> int:
+    """Intended send time of event ``index`` after the start, in ns (module docstring)."""
+    tick, within = divmod(index, burst)
+    return round(tick * burst * 1e9 / rate + within * burst_gap_ms * 1e6)
+
+
+def event_count(seconds: float, rate: float, burst: int = 1, burst_gap_ms: float = 0.0) -> int:
+    """How many events have an intended time in ``[0, seconds)``: whole bursts only."""
+    if seconds <= 0:
+        return 0
+    ticks = math.ceil(seconds * rate / burst - 1e-9)
+    return ticks * burst
+
+
+def channel_for(index: int, channels: list[str]) -> str:
+    """The channel of event ``index``: round-robin (one channel: broadcast)."""
+    return channels[index % len(channels)]
+
+
+def make_payload(index: int, intended_mono_ns: int, warm: bool, payload_bytes: int) -> bytes:
+    """The JSON text of one payload, padded to ``payload_bytes`` when that is large enough."""
+    head = b'[%d,%d,%d,"' % (index, intended_mono_ns, int(warm))
+    pad = max(0, payload_bytes - len(head) - 2)
+    return head + b"x" * pad + b'"]'
+
+
+def parse_payload(data: Any) -> tuple[int, int, bool]:
+    """``(index, intended_mono_ns, warm)`` of a decoded payload; ``ValueError`` if it is not one."""
+    if not isinstance(data, list) or len(data) != 4:
+        raise ValueError(f"not a benchmark payload: {data!r:.80}")
+    return int(data[0]), int(data[1]), bool(data[2])
+
+
+@dataclass(slots=True)
+class PublishPlan:
+    """What to publish: the schedule, the channels, where to."""
+
+    url: str
+    """Server base URL (``http://...``), or ``floor://host:port`` for the loopback floor."""
+    channels: list[str]
+    rate: float
+    burst: int = 1
+    burst_gap_ms: float = 0.0
+    warmup_s: float = 0.0
+    duration_s: float = 1.0
+    payload_bytes: int = 32
+
+    @property
+    def warm_events(self) -> int:
+        return event_count(self.warmup_s, self.rate, self.burst, self.burst_gap_ms)
+
+    @property
+    def total_events(self) -> int:
+        return self.warm_events + event_count(self.duration_s, self.rate, self.burst, self.burst_gap_ms)
+
+    def offset_ns(self, index: int) -> int:
+        """Intended time of event ``index`` after the start; measured events start at ``warmup_s``."""
+        warm = self.warm_events
+        if index < warm:
+            return intended_offset_ns(index, self.rate, self.burst, self.burst_gap_ms)
+        return round(self.warmup_s * 1e9) + intended_offset_ns(index - warm, self.rate, self.burst, self.burst_gap_ms)
+
+
+@dataclass(slots=True)
+class PublisherReport:
+    """What the publisher did (the ``publisher`` block of a raw result, plus per-channel facts)."""
+
+    intended: int = 0
+    """Measured (not warm-up) events in the schedule."""
+    sent: int = 0
+    """Measured events the server acknowledged."""
+    errors: int = 0
+    """Publishes (warm-up included) that failed."""
+    warm_sent: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)
+    """Highest seq acknowledged per channel: what subscribers must reach."""
+    measured: dict[str, int] = field(default_factory=dict)
+    """Measured events acknowledged per channel."""
+    lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Send start minus intended time, microseconds, every event."""
+
+    @property
+    def behind(self) -> bool:
+        p99 = self.lag.percentile_us(99) / 1000 if self.lag.count else 0.0
+        return p99 > BEHIND_P99_MS or self.errors > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = self.lag.summary()
+        return {
+            "intended": self.intended,
+            "sent": self.sent,
+            "errors": self.errors,
+            "warm_sent": self.warm_sent,
+            "lag_ms": {
+                "p50": (lag["p50_us"] or 0) / 1000,
+                "p99": (lag["p99_us"] or 0) / 1000,
+                "max": (lag["max_us"] or 0) / 1000,
+            },
+            "behind": self.behind,
+            "behind_threshold_p99_ms": BEHIND_P99_MS,
+            "last_seq": self.last_seq,
+            "measured": self.measured,
+        }
+
+
+Send = Callable[[str, bytes], Awaitable[int]]
+"""Publish one payload to a channel; returns the assigned seq."""
+
+
+async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> PublisherReport:
+    """Publish ``plan`` open loop from ``start_mono_ns``; the I/O is ``send``."""
+    report = PublisherReport(intended=plan.total_events - plan.warm_events)
+    warm = plan.warm_events
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(index: int, channel: str, body: bytes) -> None:
+        try:
+            seq = await send(channel, body)
+        except (httpx.HTTPError, OSError, RuntimeError, ValueError):
+            report.errors += 1
+            return
+        report.last_seq[channel] = max(report.last_seq.get(channel, 0), seq)
+        if index < warm:
+            report.warm_sent += 1
+        else:
+            report.sent += 1
+            report.measured[channel] = report.measured.get(channel, 0) + 1
+
+    for channel in plan.channels:
+        report.last_seq.setdefault(channel, 0)
+        report.measured.setdefault(channel, 0)
+    for index in range(plan.total_events):
+        intended = start_mono_ns + plan.offset_ns(index)
+        delay = intended - time.monotonic_ns()
+        if delay > 0:
+            await asyncio.sleep(delay / 1e9)
+        report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
+        body = make_payload(index, intended, index < warm, plan.payload_bytes)
+        task = asyncio.create_task(one(index, channel_for(index, plan.channels), body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks)
+    return report
+
+
+async def _main(plan: PublishPlan) -> None:
+    loop = asyncio.get_running_loop()
+    if plan.url.startswith("floor://"):
+        host, _, port = plan.url.removeprefix("floor://").partition(":")
+        floor = FloorPublisher(host, int(port))
+        await floor.connect()
+
+        async def send_floor(channel: str, body: bytes) -> int:
+            seq, _ts = await floor.publish(channel, body)
+            return seq
+
+        try:
+            print(json.dumps({"ready": True}), flush=True)
+            start = int(await loop.run_in_executor(None, sys.stdin.readline))
+            report = await run_schedule(plan, send_floor, start)
+        finally:
+            await floor.close()
+    else:
+        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
+        async with httpx.AsyncClient(base_url=plan.url, limits=limits, timeout=30.0) as client:
+
+            async def send_http(channel: str, body: bytes) -> int:
+                response = await client.post(f"/channels/{channel}/events", content=body)
+                if response.status_code != 201:
+                    raise ValueError(f"publish answered {response.status_code}: {response.text[:200]}")
+                return int(response.json()["seq"])
+
+            # Open the keep-alive connections before the clock starts.
+            await asyncio.gather(*(client.get("/healthz") for _ in range(CONNECTIONS)))
+            print(json.dumps({"ready": True}), flush=True)
+            start = int(await loop.run_in_executor(None, sys.stdin.readline))
+            report = await run_schedule(plan, send_http, start)
+    print(json.dumps(report.as_dict()), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m bench.publisher CONFIG_JSON")
+    plan = PublishPlan(**json.loads(args[0]))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_main(plan))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,570 @@
+"""The benchmark runner: one scenario x transport x repetition at a time, every process stopped in ``finally``.
+
+Benchmark layer, the orchestrator. For each run it starts, in this order:
+the server (``python -m server`` with the scenario's runtime and flags, or the
+loopback floor ``bench.floor``), probed until ready; a relay
+(``bench.relay``) in front of it with the scenario's link, which meters
+bytes; the open-loop publisher (``bench.publisher``, straight to the
+server); the client fleet (``bench.fleet`` processes, through the relay).
+Then the schedule: the publisher starts at ``T0``; warm-up events are
+published until ``T0 + warmup_s``, when the measurement window opens (relay,
+server CPU and fleet snapshots); it closes when every subscriber has
+received the last published event (the drain). Everything is stopped in a
+``finally``, process group by process group, so no process outlives a run.
+
+docs/metrics.md defines every number this writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import psutil
+
+from bench.fleet import FleetConfig, merge_reports
+from bench.floor import FloorProcess
+from bench.publisher import PublishPlan
+from bench.relay import Link, RelayProcess
+from bench.results import assemble_result, utc_now
+from bench.scenarios import Profile, Scenario
+
+__all__ = ["RunError", "ServerHandle", "channels_for", "run_one", "selected", "shard"]
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 60.0
+"""Longest wait for a server, a fleet or the publisher to be ready."""
+DRAIN_TIMEOUT_S = 15.0
+"""Longest wait, after the last publish, for every subscriber to reach the last seq (plus the link's delay)."""
+
+
+class RunError(RuntimeError):
+    """A run that could not be carried out (a process did not start or answer)."""
+
+
+def channels_for(scenario: Scenario) -> list[str]:
+    """One channel name per subscriber: all the same (broadcast) or one each (per-subscriber)."""
+    if scenario.layout == "broadcast":
+        return ["bench"] * scenario.subscribers
+    return [f"sub-{i}" for i in range(scenario.subscribers)]
+
+
+def shard(items: list[str], parts: int) -> list[list[str]]:
+    """Deal ``items`` round-robin into at most ``parts`` non-empty shards."""
+    parts = max(1, min(parts, len(items)))
+    return [items[i::parts] for i in range(parts)]
+
+
+def selected(scenarios: tuple[Scenario, ...], only: str | None) -> list[Scenario]:
+    """Scenarios whose name matches the glob ``only`` (all when ``None``); comma-separated globs are alternatives."""
+    if not only:
+        return list(scenarios)
+    globs = [g.strip() for g in only.split(",") if g.strip()]
+    return [s for s in scenarios if any(fnmatch.fnmatch(s.name, g) for g in globs)]
+
+
+# --- processes ----------------------------------------------------------------------------------------------
+
+
+def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM the process group, wait, SIGKILL what is left. Never leaves the group running."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+
+
+class LineProcess:
+    """A helper process spoken to with one JSON object per line on stdin/stdout (publisher, fleet)."""
+
+    def __init__(self, args: list[str], log: IO[bytes]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+        self._buffer = b""
+        self.name = " ".join(args[:2])
+
+    def send(self, obj: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(obj).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def recv(self, timeout: float) -> dict[str, Any]:
+        """The next JSON line; :class:`RunError` if none comes in ``timeout`` seconds or the process ends."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RunError(f"no answer from {self.name} in {timeout:g} s")
+                if sel.select(left):
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        raise RunError(f"{self.name} exited (code {self.proc.poll()})")
+                    self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        _stop_group(self.proc)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@dataclass
+class ServerHandle:
+    """The server under test (Flask app or the floor): where it listens and what it costs."""
+
+    port: int
+    pid: int
+    stop: Callable[[], None]
+    http: bool
+    """Whether it speaks HTTP (``/healthz``, ``/stats``); the floor does not."""
+    exited: Callable[[], bool] = field(default=lambda: False)
+
+    def _processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process and its children (gunicorn workers)."""
+        total = 0.0
+        for p in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for p in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats`` (empty for the floor)."""
+        if not self.http:
+            return {}
+        result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=10).json()
+        return result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
+    """Start the server under test and wait until it answers."""
+    if transport == "floor":
+        floor = FloorProcess()
+        return ServerHandle(floor.port, floor.pid, floor.stop, http=False, exited=lambda: floor.proc.poll() is not None)
+    port = _free_port()
+    args = [
+        "-m", "server",
+        "--runtime", scenario.runtime,
+        "--port", str(port),
+        "--history", str(history),
+        "--threads", str(scenario.threads),
+        "--connections", str(scenario.connections),
+        "--poll-timeout", str(scenario.poll_timeout_s),
+        "--ws-compression", "on" if scenario.compression else "off",
+    ]  # fmt: skip
+    if scenario.ws_ping_s:
+        args += ["--ws-ping-interval", str(scenario.ws_ping_s)]
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    handle = ServerHandle(port, proc.pid, lambda: _stop_group(proc), http=True, exited=lambda: proc.poll() is not None)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return handle
+        time.sleep(0.05)
+    handle.stop()
+    raise RunError(f"the {scenario.runtime} server did not start (exit code {proc.poll()})")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _relay_totals(snap: dict[str, Any]) -> dict[str, int]:
+    return {
+        "up": int(snap["up"]["bytes"]),
+        "down": int(snap["down"]["bytes"]),
+        "head_up": int(snap["up"]["head_bytes"]),
+        "head_down": int(snap["down"]["head_bytes"]),
+        "heads": int(snap["up"]["heads"]),
+    }
+
+
+def _sleep_until(mono_ns: int) -> None:
+    delay = (mono_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+@contextlib.contextmanager
+def _stack() -> Iterator[contextlib.ExitStack]:
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) -> dict[str, Any]:
+    """Run one scenario x transport x repetition; returns its raw result (docs/results.md)."""
+    started_utc, t_start = utc_now(), time.monotonic()
+    channels = channels_for(scenario)
+    unique_channels = list(dict.fromkeys(channels))
+    plan = PublishPlan(
+        url="",
+        channels=unique_channels,
+        rate=scenario.rate,
+        burst=scenario.burst,
+        burst_gap_ms=scenario.burst_gap_ms,
+        warmup_s=scenario.warmup_s,
+        duration_s=scenario.duration_s,
+        payload_bytes=scenario.payload_bytes,
+    )
+    history = max(10_000, plan.total_events + 1_000)
+    server_errors: list[str] = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{scenario.name}--{transport}--r{repetition}.log"
+    with _stack() as stack, log_path.open("wb") as log:
+        server = start_server(scenario, transport, history, log)
+        stack.callback(server.stop)
+        link = Link(
+            one_way_ms=scenario.link.one_way_ms,
+            jitter_ms=scenario.link.jitter_ms,
+            bandwidth_kbps=scenario.link.bandwidth_kbps,
+        )
+        relay = RelayProcess(("127.0.0.1", server.port), link).start()
+        stack.callback(relay.stop)
+        rss_start = server.rss_bytes()
+        scheme = "floor" if transport == "floor" else "http"
+        publisher: LineProcess | None = None
+        if not scenario.idle:
+            plan.url = f"{scheme}://127.0.0.1:{server.port}"
+            publisher = LineProcess(["-m", "bench.publisher", json.dumps(_plan_dict(plan))], log)
+            stack.callback(publisher.stop)
+        fleets: list[LineProcess] = []
+        for part in shard(channels, scenario.client_processes):
+            config = FleetConfig(
+                transport=transport,
+                url=f"{scheme}://127.0.0.1:{relay.port}",
+                channels=part,
+                poll_timeout_s=scenario.poll_timeout_s,
+                poll_interval_s=scenario.poll_interval_s,
+                compression=scenario.compression,
+                throttle=scenario.throttle,
+            )
+            fleet = LineProcess(["-m", "bench.fleet", json.dumps(_config_dict(config))], log)
+            stack.callback(fleet.stop)
+            fleets.append(fleet)
+        for fleet in fleets:
+            if not fleet.recv(READY_TIMEOUT_S).get("ready"):
+                raise RunError("a fleet process did not connect every subscriber")
+        if transport == "longpoll":
+            _wait(
+                lambda: server.stats()["connections"]["longpoll"] >= scenario.subscribers,
+                READY_TIMEOUT_S,
+                "every long poll to be held",
+            )
+        elif transport == "websocket":
+            _wait(
+                lambda: server.stats()["connections"]["websocket"] >= scenario.subscribers,
+                READY_TIMEOUT_S,
+                "every WebSocket to be open",
+            )
+        if publisher is not None and not publisher.recv(READY_TIMEOUT_S).get("ready"):
+            raise RunError("the publisher did not get ready")
+        # The schedule: T0 a little ahead, so every process is waiting when it comes.
+        t0 = time.monotonic_ns() + 100_000_000
+        if publisher is not None:
+            publisher.send(t0)
+        _sleep_until(t0 + round(scenario.warmup_s * 1e9))
+        relay0, cpu0, stats0 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
+        window_stats0 = []
+        for fleet in fleets:
+            fleet.send({"cmd": "window"})
+        for fleet in fleets:
+            window_stats0.append(fleet.recv(READY_TIMEOUT_S)["window"])
+        pub_report: dict[str, Any] | None = None
+        last_seq: dict[str, int] = {}
+        if publisher is not None:
+            pub_report = publisher.recv(scenario.duration_s + READY_TIMEOUT_S)
+            last_seq = pub_report["last_seq"]
+        else:
+            time.sleep(scenario.duration_s)
+        idle_seconds = (time.monotonic_ns() - t0) / 1e9 - scenario.warmup_s if scenario.idle else None
+        drain_timeout = DRAIN_TIMEOUT_S + 4 * (scenario.link.one_way_ms + scenario.link.jitter_ms) / 1000
+        for fleet in fleets:
+            fleet.send({"cmd": "drain", "last_seq": last_seq, "timeout": drain_timeout})
+        drained = [fleet.recv(drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
+        relay1, cpu1, stats1 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
+        rss_end = server.rss_bytes()
+        if server.exited():
+            server_errors.append("the server exited during the run")
+        reports = []
+        for fleet in fleets:
+            fleet.send({"cmd": "stop"})
+        for fleet in fleets:
+            reports.append(fleet.recv(READY_TIMEOUT_S)["report"])
+    merged = merge_reports(reports)
+    merged["expected"] = sum(int((pub_report or {}).get("measured", {}).get(ch, 0)) for ch in channels)
+    merged["window_stats"] = _diff_stats([d["stats"] for d in drained], window_stats0)
+    if pub_report is not None and pub_report["errors"]:
+        server_errors.append(f"{pub_report['errors']} publishes failed")
+    if merged["errors"]:
+        server_errors.extend(merged["errors"])
+    handshake = {"up": 0, "down": 0, "connections": 0}
+    if transport == "websocket":
+        handshake = {"up": relay1["head_up"], "down": relay1["head_down"], "connections": relay1["heads"]}
+    steady = {
+        "up": relay1["up"] - relay0["up"] - (relay1["head_up"] - relay0["head_up"]),
+        "down": relay1["down"] - relay0["down"] - (relay1["head_down"] - relay0["head_down"]),
+    }
+    if transport != "websocket":
+        # HTTP requests each carry their headers: they are steady-state bytes (docs/results.md).
+        steady = {"up": relay1["up"] - relay0["up"], "down": relay1["down"] - relay0["down"]}
+    requests = 0
+    if stats0 and stats1:
+        requests = stats1["requests"]["longpoll"] - stats0["requests"]["longpoll"]
+    return assemble_result(
+        scenario_block=scenario.block(transport),
+        repetition=repetition,
+        started_utc=started_utc,
+        wall_s=time.monotonic() - t_start,
+        publisher=pub_report,
+        fleet=merged,
+        relay_window={"steady": steady, "handshake": handshake},
+        server_window={"cpu_s": cpu1 - cpu0, "rss_bytes": rss_end, "rss_start_bytes": rss_start, "requests": requests},
+        idle_seconds=idle_seconds,
+        server_errors=server_errors,
+    )
+
+
+def _plan_dict(plan: PublishPlan) -> dict[str, Any]:
+    return {k: getattr(plan, k) for k in PublishPlan.__dataclass_fields__}
+
+
+def _config_dict(config: FleetConfig) -> dict[str, Any]:
+    return {k: getattr(config, k) for k in FleetConfig.__dataclass_fields__}
+
+
+def _diff_stats(ends: list[dict[str, int]], starts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for end, start in zip(ends, starts, strict=True):
+        for key, value in end.items():
+            total[key] = total.get(key, 0) + value - start.get(key, 0)
+    return total
+
+
+def temp_log_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lab-bench-logs-"))
+
+
+# --- a whole profile ------------------------------------------------------------------------------------------
+
+
+def run_meta(profile: str, command: str, started_utc: str, relay_cost: dict[str, Any]) -> dict[str, Any]:
+    """meta.json without ``finished_utc`` and ``files`` (docs/results.md), from :func:`bench.meta.collect_meta`."""
+    from bench.meta import collect_meta
+
+    facts = collect_meta()
+    machine_keys = ("cpu_model", "cores", "kernel", "platform", "memory_bytes", "hostname")
+    return {
+        "schema": 1,
+        "profile": profile,
+        "started_utc": started_utc,
+        "command": command,
+        "git": {"commit": facts["git"]["commit"] or "0000000", "dirty": bool(facts["git"]["dirty"])},
+        "python": facts["python"],
+        "versions": {k: v for k, v in facts["versions"].items() if v is not None},
+        "machine": {k: facts["machine"][k] for k in machine_keys},
+        "relay": {
+            "added_latency_us": dict(relay_cost["added_latency_us"]),
+            "cpu_us_per_kib": max(0.0, float(relay_cost["cpu_us_per_kib"])),
+        },
+    }
+
+
+def _fmt_ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(results: list[dict[str, Any]]) -> Any:
+    """A rich table: one row per scenario/transport/repetition."""
+    from rich.table import Table
+
+    table = Table(title="Benchmark summary (latency end to end, ms)", show_lines=False)
+    for column in ("scenario", "transport", "r", "delivered", "loss", "p50", "p99", "max"):
+        table.add_column(column, justify="left" if column in ("scenario", "transport") else "right")
+    for column in ("B/event down", "req/event", "server us/event", "flags"):
+        table.add_column(column, justify="right" if column != "flags" else "left")
+    for r in results:
+        c, e2e = r["counters"], r["latency"]["end_to_end"]
+        loss = c["missing"] + c["duplicate"] + c["out_of_order"]
+        table.add_row(
+            r["scenario"]["name"],
+            r["scenario"]["transport"],
+            str(r["repetition"]),
+            f"{c['delivered']}/{c['expected']}",
+            "[red]" + str(loss) + "[/red]" if loss else "0",
+            _fmt_ms(e2e["p50_us"]),
+            _fmt_ms(e2e["p99_us"]),
+            _fmt_ms(e2e["max_us"]),
+            _fmt(r["bytes"]["per_event"]["down"]),
+            _fmt(r["http"]["requests_per_event"], 2),
+            _fmt(r["server"]["cpu_us_per_event"]),
+            ",".join(r["flags"]) or ("" if r["valid"] else "invalid"),
+        )
+    return table
+
+
+def run_profile(
+    profile: Profile,
+    out: Path,
+    *,
+    only: str | None = None,
+    command: str = "python -m bench run",
+    report: bool = True,
+) -> Path:
+    """Run every selected scenario of ``profile`` into ``out/runs/<UTC>-<profile>/``; returns that directory."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.relay import measure_overhead
+    from bench.results import result_file_name, run_dir_name, update_latest, write_json
+
+    console = Console(stderr=True)
+    scenarios = selected(profile.scenarios, only)
+    if not scenarios:
+        raise RunError(f"no scenario of profile {profile.name!r} matches {only!r}")
+    runs = [(s, t, k) for s in scenarios for k in range(1, s.repetitions + 1) for t in s.transports]
+    started_utc = utc_now()
+    run_dir = out / "runs" / run_dir_name(profile.name)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    log_dir = run_dir / "logs"
+    console.print(f"[bold]{profile.name}[/bold]: {len(runs)} runs of {len(scenarios)} scenarios -> {run_dir}")
+    console.print("measuring the relay's own cost ...")
+    meta = run_meta(profile.name, command, started_utc, measure_overhead(samples=1000, bulk_bytes=4 << 20))
+    validate = _validator()
+    files: list[str] = []
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("starting", total=len(runs))
+        for scenario, transport, k in runs:
+            label = f"{scenario.name} / {transport} / r{k}"
+            progress.update(task, description=label)
+            try:
+                result = run_one(scenario, transport, k, log_dir)
+            except RunError as exc:
+                failures.append(f"{label}: {exc}")
+                progress.console.print(f"[red]FAILED[/red] {label}: {exc} (logs: {log_dir})")
+                progress.advance(task)
+                continue
+            validate(result)
+            name = result_file_name(scenario.name, transport, k)
+            write_json(run_dir / name, result)
+            files.append(name)
+            results.append(result)
+            c = result["counters"]
+            progress.console.print(
+                f"{label}: {c['delivered']}/{c['expected']} delivered, p50 "
+                f"{_fmt_ms(result['latency']['end_to_end']['p50_us'])} ms, p99 "
+                f"{_fmt_ms(result['latency']['end_to_end']['p99_us'])} ms {' '.join(result['flags'])}"
+            )
+            progress.advance(task)
+    meta["finished_utc"] = utc_now()
+    meta["files"] = files
+    _meta_validator()(meta)
+    write_json(run_dir / "meta.json", meta)
+    update_latest(out, run_dir)
+    console.print(summary_table(results))
+    for failure in failures:
+        console.print(f"[red]failed run[/red] {failure}")
+    if report:
+        _write_report(run_dir, console)
+    return run_dir
+
+
+def _validator() -> Callable[[Any], None]:
+    try:
+        from bench.schema import validate_result
+    except ImportError:  # bench.schema is written in parallel; results are still written
+        return lambda obj: None
+    return validate_result
+
+
+def _meta_validator() -> Callable[[Any], None]:
+    try:
+        from bench.schema import validate_meta
+    except ImportError:
+        return lambda obj: None
+    return validate_meta
+
+
+def _write_report(run_dir: Path, console: Any) -> None:
+    try:
+        from bench.report import write_report
+    except ImportError as exc:
+        console.print(f"[yellow]no report written[/yellow]: bench.report is not available ({exc})")
+        return
+    written = write_report(run_dir)
+    console.print(f"report: {run_dir / 'REPORT.md'} ({len(written)} files)")
