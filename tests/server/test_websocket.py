@@ -1,0 +1,312 @@
+"""Tests of server/websocket.py against a real server (the transport needs one).
+
+The clients here are simple-websocket's and wsproto's own, not the lab's
+``clients/`` package, so they also check docs/protocol.md independently.
+A few helpers (:class:`WsClient`, :func:`receive_json`, :func:`close_of`)
+are shared with test_contract.py and test_runtimes.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import simple_websocket
+from simple_websocket import ConnectionClosed
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import FrameProtocol
+
+from server.websocket import text_frame
+from tests.support import UNIT, ServerProcess, run_server
+
+MAX_MESSAGE = 1000
+"""--ws-max-message of the module's server."""
+
+
+class WsClient(simple_websocket.Client):  # type: ignore[misc]
+    """simple-websocket's client, minus one race.
+
+    Its handshake reads the 101 answer and hands the rest of that read to
+    wsproto, but the frames in it (a catch-up sent right after the 101) are
+    only parsed on the next read, which may never come. Parse them now.
+    """
+
+    def handshake(self) -> None:
+        super().handshake()
+        self._handle_events()
+
+
+def ws_connect(url: str, **kwargs: Any) -> WsClient:
+    client: WsClient = WsClient.connect(url, **kwargs)
+    return client
+
+
+def receive_json(ws: WsClient, n: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
+    """The next ``n`` messages, parsed; fails if one does not come in time."""
+    out = []
+    for _ in range(n):
+        text = ws.receive(timeout=timeout)
+        assert text is not None, f"timed out after {len(out)} of {n} messages: {out[-3:]}"
+        out.append(json.loads(text))
+    return out
+
+
+def close_of(ws: WsClient, timeout: float = 10 * UNIT) -> tuple[int, str, list[Any]]:
+    """Read until the server closes: (close code, reason, messages before it)."""
+    messages: list[Any] = []
+    try:
+        while True:
+            message = ws.receive(timeout=timeout)
+            assert message is not None, f"the server did not close the connection; got {messages[-3:]}"
+            messages.append(message)
+    except ConnectionClosed:
+        return int(ws.close_reason), ws.close_message or "", messages
+
+
+def raw_handshake(port: int, target: str, extensions: str | None = None) -> bytes:
+    """Send an Upgrade request by hand; return the answer's head (and what followed it)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        f"Sec-WebSocket-Key: {key}",
+        "Sec-WebSocket-Version: 13",
+    ]
+    if extensions:
+        lines.append(f"Sec-WebSocket-Extensions: {extensions}")
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * UNIT) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def upgrade_headers() -> dict[str, str]:
+    return {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version": "13",
+    }
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with run_server("werkzeug", "--history", "10", "--max-batch", "3", "--ws-max-message", str(MAX_MESSAGE)) as proc:
+        yield proc
+
+
+@pytest.fixture
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10 * UNIT) as client:
+        yield client
+
+
+def publish(http: httpx.Client, channel: str, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        assert http.post(f"/channels/{channel}/events", content=json.dumps({"i": i})).status_code == 201
+
+
+def test_text_frame_is_an_unmasked_server_text_frame() -> None:
+    payload = b'{"channel":"c","seq":1,"ts":2,"data":"\xc3\xa9"}'
+    reader = FrameProtocol(client=True, extensions=[])
+    reader.receive_bytes(text_frame(payload))
+    frames = list(reader.received_frames())
+    assert len(frames) == 1
+    assert frames[0].payload == payload.decode()
+    assert frames[0].message_finished
+
+
+def test_catch_up_then_push_in_order(server: ServerProcess, http: httpx.Client) -> None:
+    publish(http, "ws-push", 5)
+    ws = ws_connect(f"{server.ws_url}/channels/ws-push/ws?after=2")
+    try:
+        assert [m["seq"] for m in receive_json(ws, 3)] == [3, 4, 5]
+        publish(http, "ws-push", 4, start=5)
+        got = receive_json(ws, 4)
+        assert [m["seq"] for m in got] == [6, 7, 8, 9]
+        assert [m["data"] for m in got] == [{"i": i} for i in range(5, 9)]
+        assert all(list(m) == ["channel", "seq", "ts", "data"] for m in got)
+    finally:
+        ws.close()
+
+
+def test_frames_carry_the_same_bytes_as_long_poll_answers(server: ServerProcess, http: httpx.Client) -> None:
+    publish(http, "ws-bytes", 3)
+    ws = ws_connect(f"{server.ws_url}/channels/ws-bytes/ws?after=0")
+    try:
+        frames = [ws.receive(timeout=10 * UNIT) for _ in range(3)]
+    finally:
+        ws.close()
+    body = http.get("/channels/ws-bytes/poll", params={"after": 0, "timeout": 0}).content
+    assert b"[" + b",".join(f.encode() for f in frames) + b"]" in body
+
+
+def test_gap_notice_then_the_retained_events(server: ServerProcess, http: httpx.Client) -> None:
+    publish(http, "ws-gap", 15)  # history 10: 1..5 are gone
+    ws = ws_connect(f"{server.ws_url}/channels/ws-gap/ws?after=2")
+    try:
+        got = receive_json(ws, 11)
+    finally:
+        ws.close()
+    assert got[0] == {"type": "gap", "first": 3, "last": 5}
+    assert [m["seq"] for m in got[1:]] == list(range(6, 16))
+
+
+def test_reset_notice_then_the_channel_from_its_start(server: ServerProcess, http: httpx.Client) -> None:
+    publish(http, "ws-reset", 2)
+    ws = ws_connect(f"{server.ws_url}/channels/ws-reset/ws?after=99")
+    try:
+        got = receive_json(ws, 3)
+        publish(http, "ws-reset", 1, start=2)
+        got += receive_json(ws, 1)
+    finally:
+        ws.close()
+    assert got[0] == {"type": "reset", "after": 99, "last_seq": 2}
+    assert [m["seq"] for m in got[1:]] == [1, 2, 3]
+
+
+def test_publish_is_acked_and_delivered(server: ServerProcess, http: httpx.Client) -> None:
+    ws = ws_connect(f"{server.ws_url}/channels/ws-pub/ws")
+    try:
+        ws.send(json.dumps({"type": "publish", "id": "a1", "data": {"n": 1}}))
+        ws.send(json.dumps({"type": "publish", "data": [1, 2], "channel": "ws-pub-other"}))
+        got = receive_json(ws, 3)
+    finally:
+        ws.close()
+    acks = [m for m in got if m.get("type") == "ack"]
+    events = [m for m in got if "type" not in m]
+    assert [(a["id"], a["seq"]) for a in acks] == [("a1", 1), (None, 1)]
+    assert all(isinstance(a["ts"], int) for a in acks)
+    assert [(e["channel"], e["seq"], e["data"]) for e in events] == [("ws-pub", 1, {"n": 1})]
+    assert events[0]["ts"] == acks[0]["ts"]
+    other = http.get("/channels/ws-pub-other/poll", params={"after": 0, "timeout": 0}).json()
+    assert [(e["seq"], e["data"]) for e in other["events"]] == [(1, [1, 2])]
+
+
+def test_application_ping_gets_pong(server: ServerProcess) -> None:
+    ws = ws_connect(f"{server.ws_url}/channels/ws-ping/ws")
+    try:
+        ws.send(json.dumps({"type": "ping", "id": 7}))
+        ws.send(json.dumps({"type": "ping"}))
+        first, second = receive_json(ws, 2)
+    finally:
+        ws.close()
+    assert (first["type"], first["id"], second["type"], second["id"]) == ("pong", 7, "pong", None)
+    assert isinstance(first["ts"], int) and first["ts"] > 0
+
+
+def test_compression_is_not_negotiated_by_default(server: ServerProcess) -> None:
+    head = raw_handshake(server.port, "/channels/ws-z/ws", "permessage-deflate; client_max_window_bits")
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert b"sec-websocket-extensions" not in head.lower()
+
+
+def test_compression_is_negotiated_when_switched_on() -> None:
+    with run_server("werkzeug", "--ws-compression", "on") as srv:
+        head = raw_handshake(srv.port, "/channels/z/ws", "permessage-deflate; client_max_window_bits")
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert b"sec-websocket-extensions: permessage-deflate" in head.lower()
+        # And events still arrive, compressed: a wsproto client decodes them.
+        conn = WSConnection(ConnectionType.CLIENT)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10 * UNIT) as sock:
+            sock.sendall(
+                conn.send(Request(host="127.0.0.1", target="/channels/z/ws", extensions=[PerMessageDeflate()]))
+            )
+            accepted: list[Any] = []
+            texts: list[str] = []
+            published = False
+            while len(texts) < 2:
+                conn.receive_data(sock.recv(65536))
+                for event in conn.events():
+                    if isinstance(event, AcceptConnection):
+                        accepted = event.extensions
+                    elif isinstance(event, TextMessage):
+                        texts.append(event.data)
+                if accepted and not published:
+                    published = True
+                    for i in range(2):
+                        httpx.post(f"{srv.url}/channels/z/events", content=json.dumps({"i": i}), timeout=10 * UNIT)
+        assert [type(e).__name__ for e in accepted] == ["PerMessageDeflate"]
+        assert [json.loads(t)["seq"] for t in texts] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("/channels/a%20b/ws", "bad_channel"),
+        ("/channels/" + "c" * 65 + "/ws", "bad_channel"),
+        ("/channels/%C3%A9/ws", "bad_channel"),
+        ("/channels/ws-hs/ws?after=-1", "bad_cursor"),
+        ("/channels/ws-hs/ws?after=x", "bad_cursor"),
+        ("/channels/ws-hs/ws?after=1.5", "bad_cursor"),
+        ("/channels/ws-hs/ws?after=", "bad_cursor"),
+        ("/channels/ws-hs/ws?after=" + "9" * 30, "bad_cursor"),
+    ],
+)
+def test_a_bad_handshake_is_refused_before_the_upgrade(server: ServerProcess, target: str, error: str) -> None:
+    resp = httpx.get(server.url + target, headers=upgrade_headers(), timeout=10 * UNIT)
+    assert (resp.status_code, resp.json()["error"]) == (400, error)
+    assert "upgrade" not in resp.headers.get("connection", "").lower()
+
+
+BAD_MESSAGES: list[tuple[str, str | bytes, int, str]] = [
+    ("array", "[1]", 4400, "bad_message"),
+    ("string", '"hello"', 4400, "bad_message"),
+    ("number", "1", 4400, "bad_message"),
+    ("not-json", "{", 4400, "bad_json"),
+    ("empty", "", 4400, "bad_json"),
+    ("nan", "NaN", 4400, "bad_json"),
+    ("nan-data", '{"type": "publish", "data": NaN}', 4400, "bad_json"),
+    ("no-type", '{"data": 1}', 4400, "bad_message"),
+    ("unknown-type", '{"type": "subscribe"}', 4400, "bad_message"),
+    ("no-data", '{"type": "publish", "id": 1}', 4400, "bad_message"),
+    ("bad-channel", '{"type": "publish", "data": 1, "channel": "a b"}', 4400, "bad_channel"),
+    ("long-channel", json.dumps({"type": "publish", "data": 1, "channel": "c" * 65}), 4400, "bad_channel"),
+    ("empty-channel", '{"type": "publish", "data": 1, "channel": ""}', 4400, "bad_channel"),
+    ("number-channel", '{"type": "publish", "data": 1, "channel": 5}', 4400, "bad_channel"),
+    ("binary", b"\x00\x01", 1003, "binary frames are not supported"),
+    ("oversized", json.dumps({"type": "publish", "data": "x" * MAX_MESSAGE}), 1009, "Message is too big"),
+    ("oversized-binary", b"x" * (MAX_MESSAGE + 1), 1009, "Message is too big"),
+]
+
+
+@pytest.mark.parametrize(("message", "code", "reason"), [c[1:] for c in BAD_MESSAGES], ids=[c[0] for c in BAD_MESSAGES])
+def test_a_bad_message_closes_only_its_connection(
+    server: ServerProcess,
+    http: httpx.Client,
+    request: pytest.FixtureRequest,
+    message: str | bytes,
+    code: int,
+    reason: str,
+) -> None:
+    channel = "ws-bad-" + request.node.callspec.id
+    healthy = ws_connect(f"{server.ws_url}/channels/{channel}/ws")
+    rude = ws_connect(f"{server.ws_url}/channels/{channel}/ws")
+    try:
+        rude.send(message)
+        got_code, got_reason, before = close_of(rude)
+        assert (got_code, before) == (code, [])
+        assert got_reason.startswith(reason)
+        # Nothing was published; the healthy subscriber still receives.
+        publish(http, channel, 1)
+        assert [(m["seq"], m["data"]) for m in receive_json(healthy, 1)] == [(1, {"i": 0})]
+        assert healthy.connected
+    finally:
+        healthy.close()
+    answer = http.get(f"/channels/{channel}/poll", params={"after": 0, "timeout": 0}).json()
+    assert [e["seq"] for e in answer["events"]] == [1]
