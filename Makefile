@@ -20,8 +20,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed ## create .venv and install the lab with its dev tools
 
 lint: install ## ruff: style and common bugs
-	$(BIN)/ruff check server clients bench tests
-	$(BIN)/ruff format --check server clients bench tests
+	$(BIN)/ruff check server clients bench notebooks tests
+	$(BIN)/ruff format --check server clients bench notebooks tests
 
 types: install ## mypy --strict on server, clients, bench
 	$(BIN)/mypy

@@ -27,7 +27,8 @@ def execute(notebook: Path = NOTEBOOK, run: Path | None = None, output: Path | N
         os.environ["LAB_RUN"] = str(run.resolve())
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}})
+        resources = {"metadata": {"path": str(notebook.parent)}}
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources)
         client.execute()
     finally:
         if run is not None:
