@@ -1,0 +1,275 @@
+"""Tests specific to the Redis bus: shared seq space, cross-instance waking, the mirror's
+fallbacks, Redis being down, and a real two-worker server.
+
+The shared contract (same semantics as the memory bus) is in test_bus_contract.py.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+import simple_websocket
+
+from server.bus import Gap
+from server.bus.core import encode_event
+from server.bus.redis import RedisBus, RedisUnavailable
+from tests.support import UNIT, free_port, run_redis, run_server, wait_until
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+def pair(redis_url: str, prefix: str) -> Iterator[tuple[RedisBus, RedisBus]]:
+    """Two buses on one Redis and prefix, as two worker processes would have."""
+    a = RedisBus(redis_url, history=1000, prefix=prefix)
+    b = RedisBus(redis_url, history=1000, prefix=prefix)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def seqs(batch):
+    return [e.seq for e in batch.events]
+
+
+def test_two_instances_share_one_seq_space(pair):
+    a, b = pair
+    assert [(a if i % 2 else b).publish("c", b"%d" % i).seq for i in range(6)] == [1, 2, 3, 4, 5, 6]
+    assert seqs(a.read("c", 0, 100)) == seqs(b.read("c", 0, 100)) == [1, 2, 3, 4, 5, 6]
+    assert a.read("c", 0, 100).events == b.read("c", 0, 100).events  # the very same bytes
+
+
+def test_concurrent_publishers_on_two_instances_get_contiguous_seqs(pair):
+    a, b = pair
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def hammer(bus: RedisBus) -> None:
+        for _ in range(100):
+            seq = bus.publish("c", b"0").seq
+            with lock:
+                got.append(seq)
+
+    threads = [threading.Thread(target=hammer, args=(bus,)) for bus in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * UNIT)
+    assert sorted(got) == list(range(1, 401))
+    assert seqs(a.read("c", 0, 1000)) == list(range(1, 401))
+
+
+def test_an_instance_wakes_the_waiters_of_another(pair):
+    a, b = pair
+    result = []
+    waiting = threading.Thread(target=lambda: result.append(a.wait("c", 0, 10, 60 * UNIT)))
+    waiting.start()
+    assert wait_until(lambda: a._waiters.of("c"), 10 * UNIT)
+    b.publish("c", b'"from b"')
+    waiting.join(20 * UNIT)
+    assert not waiting.is_alive()
+    assert [(e.seq, e.data) for e in result[0].events] == [(1, b'"from b"')]
+
+
+def test_remote_publish_wakes_only_that_channels_local_watchers(pair):
+    a, b = pair
+    on_x, on_y, on_z = threading.Event(), threading.Event(), threading.Event()
+    a.watch("x", on_x)
+    a.watch("y", on_y)
+    a.watch("z", on_z)
+    b.publish("x", b"1")
+    b.publish("z", b"1")
+    assert on_x.wait(10 * UNIT)
+    assert on_z.wait(10 * UNIT)  # pub/sub keeps order: y's turn, had there been one, is past
+    assert not on_y.is_set()
+    # the listener mirrored them: served without asking Redis, same bytes
+    assert seqs(a._mirrors["x"].read(0, 10)) == [1]
+
+
+def test_stored_bytes_history_trim_and_key_prefix(redis_url, prefix):
+    bus = RedisBus(redis_url, history=3, prefix=prefix)
+    try:
+        events = [bus.publish("c", b'{"n": %d}' % i) for i in range(5)]
+        client = redis.Redis.from_url(redis_url)
+        stored = client.zrange(f"{prefix}log:c", 0, -1, withscores=True)
+        assert [(bytes(m), int(s)) for m, s in stored] == [(e.wire, e.seq) for e in events[2:]]
+        assert all(e.wire == encode_event("c", e.seq, e.ts, e.data) for e in events)
+        assert int(client.get(f"{prefix}seq:c")) == 5
+        assert sorted(k.decode() for k in client.keys(prefix + "*")) == [f"{prefix}log:c", f"{prefix}seq:c"]
+        client.close()
+    finally:
+        bus.close()
+
+
+def test_a_lost_notification_is_read_from_redis_and_repairs_the_mirror(pair):
+    a, b = pair
+    b.publish("c", b"1")
+    assert wait_until(lambda: "c" in a._mirrors and a._mirrors["c"].last_seq == 1, 10 * UNIT)
+    b._notify = b._notify + ":nobody-listens"  # b's next publishes are not announced to a
+    b.publish("c", b"2")
+    b.publish("c", b"3")
+    assert a._mirrors["c"].last_seq == 1  # a heard nothing
+    batch = a.read("c", 1, 10)  # the mirror has nothing after 1: Redis has
+    assert seqs(batch) == [2, 3]
+    assert a._mirrors["c"].last_seq == 3
+    assert a.read("c", 3, 10).reset is None  # a cursor from another worker is no false reset
+
+
+def test_a_cursor_ahead_of_the_mirror_is_no_reset(pair):
+    a, b = pair
+    b._notify = b._notify + ":nobody-listens"
+    for i in range(4):
+        b.publish("c", b"%d" % i)
+    batch = a.read("c", 3, 10)
+    assert (batch.reset, seqs(batch)) == (None, [4])
+
+
+def test_a_mirror_with_a_hole_is_no_false_gap(redis_url, prefix):
+    a = RedisBus(redis_url, history=100, prefix=prefix)
+    b = RedisBus(redis_url, history=100, prefix=prefix)
+    try:
+        a.publish("c", b"1")
+        real = b._notify
+        b._notify = real + ":nobody-listens"
+        b.publish("c", b"2")
+        b._notify = real
+        b.publish("c", b"3")  # a's mirror jumps from 1 to 3: it restarts at 3
+        assert wait_until(lambda: a._mirrors["c"].last_seq == 3, 10 * UNIT)
+        batch = a.read("c", 0, 10)
+        assert (batch.gap, seqs(batch)) == (None, [1, 2, 3])
+        small = RedisBus(redis_url, history=2, prefix=prefix)
+        small.publish("c", b"4")  # trims Redis to 3..4
+        small.close()
+        assert a.read("c", 0, 10).gap == Gap(1, 2)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_close_stops_the_listener(redis_url, prefix):
+    bus = RedisBus(redis_url, prefix=prefix)
+    assert bus._listener.is_alive()
+    bus.close()
+    assert not bus._listener.is_alive()
+
+
+def test_redis_down_at_start_is_a_clear_error():
+    port = free_port()
+    with pytest.raises(RedisUnavailable, match=f"cannot reach redis://127.0.0.1:{port}/0"):
+        RedisBus(f"redis://127.0.0.1:{port}/0")
+
+
+def test_redis_going_down_is_a_clear_error():
+    with run_redis() as url:
+        bus = RedisBus(url, prefix="x:")
+        bus.publish("c", b"1")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        redis.Redis(port=port).shutdown(nosave=True)
+        with pytest.raises(RedisUnavailable, match="cannot reach"):
+            bus.publish("c", b"2")
+        with pytest.raises(RedisUnavailable):
+            bus.read("c", 0, 10)
+        bus.close()
+        assert not bus._listener.is_alive()
+
+
+# -- a real server: two gunicorn workers sharing channels through Redis -------------
+
+
+def pinned_clients(url: str) -> dict[int, httpx.Client]:
+    """One keep-alive client per worker: a connection stays with the worker that accepted it."""
+    found: dict[int, httpx.Client] = {}
+    spare: list[httpx.Client] = []
+    for _ in range(40):
+        client = httpx.Client(base_url=url, timeout=30 * UNIT)
+        pid = client.get("/healthz").json()["pid"]
+        if pid in found:
+            spare.append(client)
+        else:
+            found[pid] = client
+        if len(found) == 2:
+            break
+    for client in spare:
+        client.close()
+    return found
+
+
+def long_poll(client: httpx.Client, channel: str, count: int, out: list[dict]) -> None:
+    cursor = 0
+    while len(out) < count:
+        body = client.get(f"/channels/{channel}/poll", params={"after": cursor, "timeout": 20 * UNIT}).json()
+        assert body["gap"] is None and body["reset"] is None
+        out.extend(body["events"])
+        cursor = body["next"]
+
+
+def test_two_workers_deliver_every_event_to_every_subscriber(redis_url):
+    channel = f"x-{uuid.uuid4().hex[:12]}"
+    count = 20
+    env = {"LAB_REDIS_URL": redis_url}
+    with run_server("gthread", "--workers", "2", "--bus", "redis", env=env) as server:
+        workers = pinned_clients(server.url)
+        try:
+            assert len(workers) == 2, "could not reach both workers"
+            pids = sorted(workers)
+            sockets = [
+                simple_websocket.Client.connect(f"{server.ws_url}/channels/{channel}/ws?after=0") for _ in range(6)
+            ]
+            try:
+
+                def websockets_per_worker() -> list[int]:
+                    return [workers[pid].get("/stats").json()["connections"]["websocket"] for pid in pids]
+
+                assert wait_until(lambda: sum(websockets_per_worker()) == 6, 20 * UNIT)
+                assert all(n > 0 for n in websockets_per_worker()), websockets_per_worker()
+
+                polled: dict[int, list[dict]] = {pid: [] for pid in pids}
+                pollers = [
+                    threading.Thread(target=long_poll, args=(workers[pid], channel, count, polled[pid]), daemon=True)
+                    for pid in pids
+                ]
+                for t in pollers:
+                    t.start()
+                assert wait_until(
+                    lambda: all(workers[p].get("/stats").json()["connections"]["longpoll"] == 1 for p in pids),
+                    20 * UNIT,
+                )
+                published = []
+                for i in range(count):  # publishes alternate between the workers
+                    resp = workers[pids[i % 2]].post(f"/channels/{channel}/events", content=b'{"i":%d}' % i)
+                    assert resp.status_code == 201
+                    published.append(resp.json()["seq"])
+                assert published == list(range(1, count + 1))
+
+                for t in pollers:
+                    t.join(60 * UNIT)
+                    assert not t.is_alive()
+                expected = [{"channel": channel, "seq": i + 1, "data": {"i": i}} for i in range(count)]
+                for pid in pids:
+                    assert [{k: e[k] for k in ("channel", "seq", "data")} for e in polled[pid]] == expected
+                reference = polled[pids[0]]
+                assert polled[pids[1]] == reference  # the same ts too: one event, stored once
+
+                for ws in sockets:
+                    frames = [ws.receive(timeout=20 * UNIT) for _ in range(count)]
+                    assert None not in frames
+                    assert [json.loads(f) for f in frames] == reference
+                    # each frame is exactly the event object's bytes
+                    assert frames == [json.dumps(e, separators=(",", ":")) for e in reference]
+            finally:
+                for ws in sockets:
+                    ws.close()
+        finally:
+            for client in workers.values():
+                client.close()
