@@ -50,8 +50,16 @@ class LatencyHistogram:
         self._h.record_value(v)
 
     def merge(self, other: LatencyHistogram) -> LatencyHistogram:
-        """Add every value of ``other`` into this histogram; returns ``self``."""
+        """Add every value of ``other`` into this histogram; returns ``self``.
+
+        hdrh 0.10's ``add`` takes the minimum of both sides' ``get_min_value()``,
+        which is 0 for an empty histogram, so merging with an empty one would
+        report ``min_us`` 0; the true minimum is restored here.
+        """
+        mins = [h._h.min_value for h in (self, other) if h.count]
         self._h.add(other._h)
+        if mins:
+            self._h.min_value = min(mins)
         self.clamped += other.clamped
         return self
 
