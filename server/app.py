@@ -7,6 +7,7 @@ module level, so tests build as many independent apps as they like.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from flask import Flask, Response, jsonify, request
@@ -27,6 +28,7 @@ __all__ = ["Lab", "create_app", "lab_of"]
 WS_ENDPOINT = "websocket"
 
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_EMPTY_CHANNEL = re.compile(r"/channels//(events|poll|ws)")
 
 
 @dataclass(slots=True)
@@ -72,6 +74,9 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         status = exc.code or 500
         if isinstance(exc, WebsocketMismatch):
             error = ApiError(400, "not_websocket", "this route needs a WebSocket Upgrade handshake")
+        elif status == 404 and _EMPTY_CHANNEL.fullmatch(request.path):
+            # No route matches an empty path segment; it is still a bad name.
+            error = ApiError(400, "bad_channel", "channel must match [A-Za-z0-9_.-]{1,64}, got ''")
         else:
             error = ApiError(status, _HTTP_ERRORS.get(status, "http_error"), exc.description or exc.name)
         return error.response()

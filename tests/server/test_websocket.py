@@ -251,6 +251,7 @@ def test_compression_is_negotiated_when_switched_on() -> None:
         ("/channels/a%20b/ws", "bad_channel"),
         ("/channels/" + "c" * 65 + "/ws", "bad_channel"),
         ("/channels/%C3%A9/ws", "bad_channel"),
+        ("/channels//ws", "bad_channel"),
         ("/channels/ws-hs/ws?after=-1", "bad_cursor"),
         ("/channels/ws-hs/ws?after=x", "bad_cursor"),
         ("/channels/ws-hs/ws?after=1.5", "bad_cursor"),
