@@ -123,13 +123,14 @@ class Subscriber(abc.ABC):
         """Run sessions one after another until ``stop`` is set or the task is cancelled.
 
         A broken session (one of :attr:`retry_on`) is followed by a reconnect
-        after a delay that starts at ``backoff_min`` and doubles up to
-        ``backoff_max``; a session that received anything resets the delay.
+        after a delay of ``backoff_min`` that doubles with each further
+        failure up to ``backoff_max``; a session that received anything
+        starts the sequence again.
         :class:`SubscriberError` and unexpected exceptions propagate.
         """
         stop = stop if stop is not None else asyncio.Event()
-        stopper = asyncio.ensure_future(stop.wait())
-        delay = self.backoff_min
+        stopper: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        delay: float | None = None
         first = True
         try:
             while not stop.is_set():
@@ -152,15 +153,19 @@ class Subscriber(abc.ABC):
                     raise error
                 self.last_error = error
                 after = (self.tracker.counters.delivered, self.tracker.counters.duplicate, self.stats.payload_bytes)
-                delay = self.backoff_min if after != before else min(delay * 2, self.backoff_max)
+                delay = self.backoff_min if after != before or delay is None else min(delay * 2, self.backoff_max)
                 if stop.is_set():
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(stopper), delay)
+                await self._pause(delay, stopper)
         finally:
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await stopper
+
+    async def _pause(self, delay: float, stopper: asyncio.Future[Any]) -> None:
+        """Wait ``delay`` seconds before reconnecting, or less if ``stopper`` completes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stopper), delay)
 
     @abc.abstractmethod
     async def _session(self) -> None:

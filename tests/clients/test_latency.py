@@ -46,7 +46,7 @@ def test_out_of_range_is_clamped_and_counted():
 values = st.lists(st.integers(min_value=1, max_value=HIGHEST_US), max_size=200)
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=10)
 @given(values)
 def test_encode_decode_round_trip_is_exact(vs):
     h = LatencyHistogram()
@@ -59,7 +59,7 @@ def test_encode_decode_round_trip_is_exact(vs):
     assert back.encode() == text
 
 
-@settings(deadline=None, max_examples=25)
+@settings(deadline=None, max_examples=10)
 @given(values, values)
 def test_merge_equals_recording_everything_in_one(a, b):
     ha, hb, hall = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
