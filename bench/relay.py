@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -244,110 +245,223 @@ class _Connection:
         }
 
 
-_END = b""
-"""What a delay line holds after the last chunk: the sending side is done (EOF or reset). Chunks are never empty."""
+class _Line:
+    """One direction of one relayed connection: a delay line from a source transport to a sink transport.
 
-
-class _Pipe:
-    """One direction of one connection: a reader task feeding a delay line, a writer task draining it.
-
-    I/O layer over :class:`LinkSchedule` and :class:`DirectionMeter`. The reader stops reading while the
-    delay line holds more than ``MAX_QUEUED_BYTES``; the writer awaits ``drain()``, so a slow receiver slows
-    the reader down and, through TCP, the sender.
+    I/O layer over :class:`LinkSchedule` and :class:`DirectionMeter`, driven by protocol callbacks and one
+    timer (no task per chunk). A chunk due now with nothing ahead of it is written at once; others wait in a
+    FIFO until their release time. The source stops being read while the sink's transport buffer is full
+    (``pause_writing``) or the line holds more than ``MAX_QUEUED_BYTES``: back-pressure reaches the sender
+    through TCP. ``None`` in the FIFO is the end of the stream, which travels the link like data.
     """
 
-    def __init__(
-        self,
-        source: asyncio.StreamReader,
-        sink: asyncio.StreamWriter,
-        schedule: LinkSchedule,
-        meter: DirectionMeter,
-        conn: _Connection,
-    ) -> None:
-        self.source = source
-        self.sink = sink
+    def __init__(self, session: _Session, schedule: LinkSchedule, meter: DirectionMeter) -> None:
+        self.session = session
+        self.loop = session.loop
         self.schedule = schedule
         self.meter = meter
-        self.conn = conn
-        self.read_size = CAPPED_READ_SIZE if schedule.link.bandwidth_kbps else READ_SIZE
-        self.line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        self.source: asyncio.Transport | None = None
+        self.sink: asyncio.Transport | None = None
+        self.fifo: deque[tuple[float, bytes | None]] = deque()
         self.queued = 0
-        self.room = asyncio.Event()
-        self.room.set()
-        self.reset = False
-        """The sending side ended with a reset, not a clean EOF."""
+        """Bytes in the FIFO."""
+        self.timer: asyncio.TimerHandle | None = None
+        self.sink_full = False
+        """The sink's transport asked us to stop writing (its buffer is above the high-water mark)."""
+        self.line_full = False
+        self.ended = False
+        """The end of the stream entered the line."""
+        self.end_reset = False
+        """The source ended with a reset (or died), not a clean EOF."""
+        self.done = False
+        """The end of the stream was passed on to the sink."""
 
-    async def read(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await self.source.read(self.read_size)
-                if not data:
-                    break
-                self.meter.observe(data)
-                self.line.put_nowait((self.schedule.release(loop.time(), len(data)), data))
-                self.queued += len(data)
-                if self.queued > MAX_QUEUED_BYTES:
-                    self.room.clear()
-                    await self.room.wait()
-        except OSError:
-            self.reset = True
-        finally:
-            # The end of the stream travels the link too: it is delivered after what was read before it.
-            self.line.put_nowait((self.schedule.release(loop.time(), 0), _END))
+    def push(self, data: bytes) -> None:
+        """A chunk arrived from the source."""
+        self.meter.observe(data)
+        at = self.schedule.release(self.loop.time(), len(data))
+        if not self.fifo and at <= self.loop.time():
+            self._write(data)
+            return
+        self.fifo.append((at, data))
+        self.queued += len(data)
+        if self.queued > MAX_QUEUED_BYTES:
+            self.line_full = True
+            self.update_reading()
+        self._arm()
 
-    async def write(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            at, data = await self.line.get()
-            while (wait := at - loop.time()) > 0:
-                await asyncio.sleep(wait)
-            if not data:
-                await self._finish()
+    def push_end(self, reset: bool) -> None:
+        """The source sent EOF (``reset`` False) or is gone (True)."""
+        if self.ended:
+            return
+        self.ended, self.end_reset = True, reset
+        self.fifo.append((self.schedule.release(self.loop.time(), 0), None))
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is None and self.fifo:
+            self.timer = self.loop.call_at(self.fifo[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        while self.fifo and self.fifo[0][0] <= now:
+            _, data = self.fifo.popleft()
+            if data is None:
+                self._finish()
                 return
             self.queued -= len(data)
-            if self.queued <= MAX_QUEUED_BYTES // 2:
-                self.room.set()
-            if self.sink.is_closing():
-                continue  # the receiver is gone; keep draining so the reader is never stuck
-            try:
-                self.sink.write(data)
-                await self.sink.drain()
-            except OSError:
-                self.conn.reset = True
-                self.sink.transport.abort()
-                continue
-            self.meter.delivered += len(data)
+            self._write(data)
+        if self.line_full and self.queued <= MAX_QUEUED_BYTES // 2:
+            self.line_full = False
+            self.update_reading()
+        self._arm()
 
-    async def _finish(self) -> None:
+    def _write(self, data: bytes) -> None:
+        if self.sink is None or self.sink.is_closing():
+            return  # the receiver is gone: drop, so the sender is never stuck
+        self.sink.write(data)
+        self.meter.delivered += len(data)
+
+    def _finish(self) -> None:
         """Pass the end of the stream on: a clean EOF as a half-close, a reset as a close."""
-        if self.sink.is_closing():
-            return
-        try:
-            if self.reset or not self.sink.can_write_eof():
-                self.conn.reset = self.conn.reset or self.reset
-                self.sink.close()
+        self.done = True
+        sink = self.sink
+        if sink is not None and not sink.is_closing():
+            if self.end_reset or not sink.can_write_eof():
+                sink.close()
             else:
-                self.sink.write_eof()
-                await self.sink.drain()
-        except OSError:
-            self.conn.reset = True
-            self.sink.transport.abort()
+                sink.write_eof()
+        self.session.line_done()
+
+    def update_reading(self) -> None:
+        """Pause or resume reading the source, as the sink and the line allow."""
+        source = self.source
+        if source is None or source.is_closing():
+            return
+        if self.sink_full or self.line_full:
+            source.pause_reading()
+        else:
+            source.resume_reading()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.fifo.clear()
 
 
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+class _Side(asyncio.Protocol):
+    """One socket of a relayed connection (the client's or the upstream's), as an asyncio protocol.
+
+    What it reads goes into ``out``; it is the sink of ``into``; its flow-control callbacks pause or resume
+    the reading of the other socket.
+    """
+
+    def __init__(self, session: _Session, out: _Line, into: _Line) -> None:
+        self.session = session
+        self.out = out
+        self.into = into
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.out.source = transport
+        self.into.sink = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self is self.session.client:
+            self.session.client_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.out.push(data)
+
+    def eof_received(self) -> bool:
+        self.out.push_end(reset=False)
+        return True  # keep the socket open for writing: a half-close is passed on as a half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.session.conn.reset = True
+        self.out.push_end(reset=exc is not None)
+        self.into.sink_full = False
+        self.into.update_reading()
+        self.session.side_lost()
+
+    def pause_writing(self) -> None:
+        self.into.sink_full = True
+        self.into.update_reading()
+
+    def resume_writing(self) -> None:
+        self.into.sink_full = False
+        self.into.update_reading()
+
+
+class _Session:
+    """One relayed connection: the client socket, the upstream socket, the two lines between them."""
+
+    def __init__(self, relay: Relay, conn: _Connection) -> None:
+        self.relay = relay
+        self.loop = asyncio.get_running_loop()
+        self.conn = conn
+        self.up = _Line(self, relay._schedule(conn.id, 0), conn.up)
+        self.down = _Line(self, relay._schedule(conn.id, 1), conn.down)
+        self.client = _Side(self, out=self.up, into=self.down)
+        self.upstream = _Side(self, out=self.down, into=self.up)
+        self.sides = 1
+        """Sockets open: the client's, plus the upstream's once connected."""
+
+    def client_made(self, client: asyncio.Transport) -> None:
+        """The client connected: stop reading it until the upstream connection is made."""
+        peer = client.get_extra_info("peername")
+        self.conn.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        client.pause_reading()
+        self.relay._track(self.loop.create_task(self._connect(client)))
+
+    async def _connect(self, client: asyncio.Transport) -> None:
+        """Connect upstream, then start reading the client."""
+        try:
+            await self.loop.create_connection(lambda: self.upstream, *self.relay.upstream)
+        except OSError as exc:
+            self.conn.upstream_error = f"{type(exc).__name__}: {exc}"
+            client.close()
+            return
+        self.sides += 1
+        if self.up.done and self.upstream.transport is not None:
+            self.upstream.transport.close()  # the client was gone before the upstream socket was there
+        elif not client.is_closing():
+            client.resume_reading()
+
+    def line_done(self) -> None:
+        if self.up.done and self.down.done:
+            for side in (self.client, self.upstream):
+                if side.transport is not None:
+                    side.transport.close()
+
+    def side_lost(self) -> None:
+        self.sides -= 1
+        if self.sides == 0:
+            self.conn.closed = time.time()
+            self.relay._live.discard(self)
+
+    def abort(self) -> None:
+        for line in (self.up, self.down):
+            line.cancel()
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.abort()
 
 
 class Relay:
-    """The asyncio TCP relay: listens, connects each client to ``upstream``, and pumps both directions.
+    """The asyncio TCP relay: listens, connects each client to ``upstream``, and relays both directions.
 
-    I/O layer. Each direction of each connection has its own :class:`LinkSchedule` (jitter generator seeded
+    I/O layer, on asyncio protocols and timers (cheaper than streams: the relay's CPU is part of what the lab
+    measures). Each direction of each connection has its own :class:`LinkSchedule` (jitter generator seeded
     from ``link.seed``, the connection number and the direction) and :class:`DirectionMeter`. A clean EOF
     from one side is passed on as a half-close after the data in flight; a reset closes the other side after
-    the data in flight; the connection ends when both directions have ended. Use as ``async with``.
+    the data in flight; both sockets are closed when both directions have ended. Use as ``async with``.
     """
 
     def __init__(
@@ -363,12 +477,14 @@ class Relay:
         self.backlog = backlog
         self._server: asyncio.Server | None = None
         self._connections: list[_Connection] = []
+        self._live: set[_Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = time.time()
 
     async def start(self) -> Relay:
         """Start listening; :attr:`port` is then the listening port."""
-        self._server = await asyncio.start_server(self._accept, *self.listen, backlog=self.backlog)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, *self.listen, backlog=self.backlog)
         self._started = time.time()
         return self
 
@@ -382,12 +498,16 @@ class Relay:
         """Stop listening and end every connection (abruptly: in-flight data is dropped)."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0)  # let the aborted transports run their connection_lost callbacks
+        for session in list(self._live):
+            session.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        for _ in range(3):  # let the aborted transports run their connection_lost callbacks
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> Relay:
         return await self.start()
@@ -404,44 +524,17 @@ class Relay:
             await asyncio.sleep(0.005)
         return True
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A plain callback, so the connection task is ours to track and cancel.
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+    def _accept(self) -> _Side:
+        """Protocol factory of the listening socket: a new session, its client side."""
+        conn = _Connection(id=len(self._connections), peer="?", opened=time.time())
+        self._connections.append(conn)
+        session = _Session(self, conn)
+        self._live.add(session)
+        return session.client
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        peer = client_w.get_extra_info("peername")
-        conn = _Connection(id=len(self._connections), peer=f"{peer[0]}:{peer[1]}" if peer else "?", opened=time.time())
-        self._connections.append(conn)
-        upstream_w: asyncio.StreamWriter | None = None
-        try:
-            try:
-                upstream_r, upstream_w = await asyncio.open_connection(*self.upstream)
-            except OSError as exc:
-                conn.upstream_error = f"{type(exc).__name__}: {exc}"
-                return
-            _nodelay(client_w)
-            _nodelay(upstream_w)
-            pipes = [
-                _Pipe(client_r, upstream_w, self._schedule(conn.id, 0), conn.up, conn),
-                _Pipe(upstream_r, client_w, self._schedule(conn.id, 1), conn.down, conn),
-            ]
-            async with asyncio.TaskGroup() as group:
-                for pipe in pipes:
-                    group.create_task(pipe.read())
-                    group.create_task(pipe.write())
-        except asyncio.CancelledError:
-            # The relay is closing: drop what is in flight rather than wait for a peer to read it.
-            for writer in (client_w, upstream_w):
-                if writer is not None:
-                    writer.transport.abort()
-            raise
-        finally:
-            for writer in (client_w, upstream_w):
-                if writer is not None:
-                    writer.close()
-            conn.closed = time.time()
 
     def _schedule(self, conn_id: int, direction: int) -> LinkSchedule:
         return LinkSchedule(self.link, random.Random(f"{self.link.seed}/{conn_id}/{direction}"))
