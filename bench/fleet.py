@@ -23,6 +23,7 @@ then the client's, not the server's (flag ``clients_saturated``). The
 test can prove the flag works.
 
 Process protocol: stdout and stdin carry one JSON object per line. The
+first stdin line (or the argument) is the :class:`FleetConfig`. The
 process prints ``{"ready": ...}`` once every subscriber has connected (or
 made its first request), then obeys ``{"cmd": "window"}`` (start of the
 measurement window: reset CPU and loop lag), ``{"cmd": "drain", "last_seq":
@@ -318,10 +319,15 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one fleet process; its configuration is the argument, or the first line of stdin.
+
+    Reading it from stdin lets the runner start the process (and its imports) while the server starts.
+    """
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m bench.fleet CONFIG_JSON")
-    config = FleetConfig(**json.loads(args[0]))
+    raw = args[0] if args else sys.stdin.buffer.readline().decode()
+    if not raw.strip():
+        raise SystemExit("usage: python -m bench.fleet [CONFIG_JSON]  (or the JSON on the first line of stdin)")
+    config = FleetConfig(**json.loads(raw))
     report = asyncio.run(run_fleet(config))
     _say({"report": report})
 

@@ -21,7 +21,8 @@ The publisher's own lag (actual send start minus intended time) goes into an
 HdrHistogram. It is *behind* (flag ``publisher_behind``, run invalid) when
 its lag p99 exceeds :data:`BEHIND_P99_MS` or any publish failed to be sent.
 
-Process protocol (``python -m bench.publisher CONFIG_JSON``): it connects,
+Process protocol (``python -m bench.publisher CONFIG_JSON``, or the JSON on
+the first line of stdin): it connects,
 prints ``{"ready": true}``, reads one line holding the start time in
 monotonic ns, publishes the schedule, and prints one JSON line: the report.
 """
@@ -242,10 +243,12 @@ async def _main(plan: PublishPlan) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the publisher; its plan is the argument, or the first line of stdin (so it can start early)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m bench.publisher CONFIG_JSON")
-    plan = PublishPlan(**json.loads(args[0]))
+    raw = args[0] if args else sys.stdin.readline()
+    if not raw.strip():
+        raise SystemExit("usage: python -m bench.publisher [CONFIG_JSON]  (or the JSON on the first line of stdin)")
+    plan = PublishPlan(**json.loads(raw))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_main(plan))
 

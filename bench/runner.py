@@ -92,6 +92,13 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait(timeout)
 
 
+def _terminate(pids: list[int]) -> None:
+    """SIGTERM the process groups led by ``pids`` without waiting (each handle's stop() waits and kills)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+
+
 class LineProcess:
     """A helper process spoken to with one JSON object per line on stdin/stdout (publisher, fleet)."""
 
@@ -175,6 +182,17 @@ class ServerHandle:
                 total += p.memory_info().rss
         return total
 
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Probe ``/healthz`` until it answers 200; :class:`RunError` if the server exits or never does."""
+        deadline = time.monotonic() + timeout
+        while self.http and time.monotonic() < deadline and not self.exited():
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.05)
+        if self.http or self.exited():
+            raise RunError(f"the server on port {self.port} did not start (see the run's log)")
+
     def stats(self) -> dict[str, Any]:
         """``GET /stats`` (empty for the floor)."""
         if not self.http:
@@ -191,10 +209,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
-    """Start the server under test and wait until it answers."""
+def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
+    """Start the server under test; :meth:`ServerHandle.wait_ready` waits until it answers."""
     if transport == "floor":
-        floor = FloorProcess()
+        floor = FloorProcess()  # returns once it listens
         return ServerHandle(floor.port, floor.pid, floor.stop, http=False, exited=lambda: floor.proc.poll() is not None)
     port = _free_port()
     args = [
@@ -212,17 +230,7 @@ def start_server(scenario: Scenario, transport: str, history: int, log: IO[bytes
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    handle = ServerHandle(port, proc.pid, lambda: _stop_group(proc), http=True, exited=lambda: proc.poll() is not None)
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return handle
-        time.sleep(0.05)
-    handle.stop()
-    raise RunError(f"the {scenario.runtime} server did not start (exit code {proc.poll()})")
+    return ServerHandle(port, proc.pid, lambda: _stop_group(proc), http=True, exited=lambda: proc.poll() is not None)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -274,25 +282,43 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
     server_errors: list[str] = []
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{scenario.name}--{transport}--r{repetition}.log"
-    with _stack() as stack, log_path.open("wb") as log:
-        server = start_server(scenario, transport, history, log)
+    with log_path.open("wb") as log, _stack() as stack:
+
+        def mark(phase: str) -> None:
+            log.write(f"[runner] {time.monotonic() - t_start:8.3f} s {phase}\n".encode())
+            log.flush()
+
+        stack.callback(mark, "stopped")
+        # Helper processes first: their imports overlap the server's start; they get their config later.
+        parts = shard(channels, scenario.client_processes)
+        fleets: list[LineProcess] = []
+        for _ in parts:
+            fleet = LineProcess(["-m", "bench.fleet"], log)
+            stack.callback(fleet.stop)
+            fleets.append(fleet)
+        publisher: LineProcess | None = None
+        if not scenario.idle:
+            publisher = LineProcess(["-m", "bench.publisher"], log)
+            stack.callback(publisher.stop)
+        server = launch_server(scenario, transport, history, log)
         stack.callback(server.stop)
         link = Link(
             one_way_ms=scenario.link.one_way_ms,
             jitter_ms=scenario.link.jitter_ms,
             bandwidth_kbps=scenario.link.bandwidth_kbps,
         )
-        relay = RelayProcess(("127.0.0.1", server.port), link).start()
+        relay = RelayProcess(("127.0.0.1", server.port), link).start()  # connects upstream per accepted connection
         stack.callback(relay.stop)
+        # Runs first on the way out: every process gets SIGTERM at once, then each stop() waits for its own.
+        stack.callback(_terminate, [server.pid, *(p.proc.pid for p in [*fleets, *([publisher] if publisher else [])])])
+        server.wait_ready()
+        mark("server and relay ready")
         rss_start = server.rss_bytes()
         scheme = "floor" if transport == "floor" else "http"
-        publisher: LineProcess | None = None
-        if not scenario.idle:
+        if publisher is not None:
             plan.url = f"{scheme}://127.0.0.1:{server.port}"
-            publisher = LineProcess(["-m", "bench.publisher", json.dumps(_plan_dict(plan))], log)
-            stack.callback(publisher.stop)
-        fleets: list[LineProcess] = []
-        for part in shard(channels, scenario.client_processes):
+            publisher.send(_plan_dict(plan))
+        for fleet, part in zip(fleets, parts, strict=True):
             config = FleetConfig(
                 transport=transport,
                 url=f"{scheme}://127.0.0.1:{relay.port}",
@@ -302,12 +328,11 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 compression=scenario.compression,
                 throttle=scenario.throttle,
             )
-            fleet = LineProcess(["-m", "bench.fleet", json.dumps(_config_dict(config))], log)
-            stack.callback(fleet.stop)
-            fleets.append(fleet)
+            fleet.send(_config_dict(config))
         for fleet in fleets:
             if not fleet.recv(READY_TIMEOUT_S).get("ready"):
                 raise RunError("a fleet process did not connect every subscriber")
+        mark("fleet ready")
         if transport == "longpoll":
             _wait(
                 lambda: server.stats()["connections"]["longpoll"] >= scenario.subscribers,
@@ -322,6 +347,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             )
         if publisher is not None and not publisher.recv(READY_TIMEOUT_S).get("ready"):
             raise RunError("the publisher did not get ready")
+        mark("connections held, publisher ready")
         # The schedule: T0 a little ahead, so every process is waiting when it comes.
         t0 = time.monotonic_ns() + 100_000_000
         if publisher is not None:
@@ -345,6 +371,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         for fleet in fleets:
             fleet.send({"cmd": "drain", "last_seq": last_seq, "timeout": drain_timeout})
         drained = [fleet.recv(drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
+        mark("drained")
         relay1, cpu1, stats1 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
         rss_end = server.rss_bytes()
         if server.exited():
@@ -354,6 +381,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             fleet.send({"cmd": "stop"})
         for fleet in fleets:
             reports.append(fleet.recv(READY_TIMEOUT_S)["report"])
+        mark("fleet reports in")
     merged = merge_reports(reports)
     merged["expected"] = sum(int((pub_report or {}).get("measured", {}).get(ch, 0)) for ch in channels)
     merged["window_stats"] = _diff_stats([d["stats"] for d in drained], window_stats0)
