@@ -398,6 +398,61 @@ def test_closing_the_relay_leaves_no_task_and_no_open_connection() -> None:
     assert snap["connections"]["opened"] == 5 and snap["connections"]["open"] == 0
 
 
+@pytest.mark.parametrize("one_way_ms", [0, 5])
+def test_a_receiver_that_does_not_read_holds_the_sender_back(one_way_ms: float) -> None:
+    total = 64 * 1024 * 1024
+    block = bytes(range(256)) * 256
+    written: list[int] = [0]
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while written[0] < total:
+            writer.write(block)
+            await writer.drain()  # blocks once the relay stops reading us
+            written[0] += len(block)
+        writer.write_eof()
+
+    async def scenario() -> tuple[int, int, dict[str, Any]]:
+        async with upstream(flood) as addr, Relay(addr, Link(one_way_ms=one_way_ms)) as relay:
+            reader, writer = await asyncio.open_connection("127.0.0.1", relay.port, limit=65536)
+            await reader.readexactly(len(block))
+            await asyncio.sleep(1.0)  # the client stops reading for a while
+            stalled = written[0]
+            got = len(block)
+            while data := await asyncio.wait_for(reader.read(1 << 20), 30 * UNIT):
+                got += len(data)
+            await close(writer)
+            assert await relay.wait_idle(20 * UNIT)
+            return stalled, got, relay.snapshot()
+
+    stalled, got, snap = run(scenario())
+    # Kernel buffers of three sockets plus the relay's own high-water marks: megabytes, not the whole flood.
+    assert stalled < total // 2
+    assert got == total == snap["down"]["bytes"] == snap["down"]["delivered"]
+
+
+def test_many_connections_are_counted_apart() -> None:
+    async def scenario() -> dict[str, Any]:
+        async with upstream(echo) as addr, Relay(addr, Link(one_way_ms=2, jitter_ms=1)) as relay:
+
+            async def client(i: int) -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+                writer.write(b"%d," % i * (i + 1))
+                writer.write_eof()
+                assert await asyncio.wait_for(reader.read(-1), 20 * UNIT) == b"%d," % i * (i + 1)
+                await close(writer)
+
+            await asyncio.gather(*(client(i) for i in range(40)))
+            assert await relay.wait_idle(20 * UNIT)
+            return relay.snapshot(rows=True)
+
+    snap = run(scenario())
+    assert snap["connections"]["opened"] == snap["connections"]["closed"] == 40
+    expected = sorted(len(b"%d," % i) * (i + 1) for i in range(40))
+    assert sorted(r["up"]["bytes"] for r in snap["rows"]) == expected
+    assert sorted(r["down"]["bytes"] for r in snap["rows"]) == expected
+    assert snap["up"]["bytes"] == snap["down"]["bytes"] == sum(expected)
+
+
 def test_bandwidth_cap_takes_at_least_the_serialization_time() -> None:
     n, kbps = 48 * 1024, 2000  # 196.6 ms at 2000 kbit/s
     arrived: list[float] = []
