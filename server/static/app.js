@@ -18,7 +18,7 @@ const LIST_MAX = 300; // arrivals kept in each list (counters count everything)
 const LATENCY_WINDOW = 200; // live events behind the last/median/max figures
 const CHART_POINTS = 120; // most recent seqs drawn on the chart
 const DATA_PREVIEW = 200; // characters of a payload shown in a list
-const AUTO_MAX_IN_FLIGHT = 8; // the auto publisher skips a tick beyond this
+const AUTO_MAX_IN_FLIGHT = 4; // the auto publisher skips a tick beyond this (a browser opens 6 per host)
 
 const utf8 = new TextEncoder();
 
@@ -362,7 +362,9 @@ class Chart {
     for (const s of this.series) {
       for (const [seq, v] of s.pane.points) if (seq >= firstSeq) maxLatency = Math.max(maxLatency, v);
     }
-    const top = niceCeiling(Math.max(maxLatency, 1));
+    const step = niceStep(Math.max(maxLatency, 1) / 4);
+    const ticks = Math.max(1, Math.ceil(maxLatency / step));
+    const top = ticks * step;
     const x = (seq) => pad.left + (lastSeq === firstSeq ? plotW : ((seq - firstSeq) / (lastSeq - firstSeq)) * plotW);
     const y = (v) => pad.top + plotH - (Math.max(0, v) / top) * plotH;
 
@@ -372,8 +374,8 @@ class Chart {
     ctx.lineWidth = 1;
     ctx.textBaseline = "middle";
     ctx.textAlign = "right";
-    for (let i = 0; i <= 4; i += 1) {
-      const v = (top * i) / 4;
+    for (let i = 0; i <= ticks; i += 1) {
+      const v = step * i;
       ctx.beginPath();
       ctx.moveTo(pad.left, Math.round(y(v)) + 0.5);
       ctx.lineTo(width - pad.right, Math.round(y(v)) + 0.5);
@@ -412,15 +414,15 @@ class Chart {
   }
 }
 
-/** The smallest of 1, 2, 2.5, 5 x 10^n that is >= v. */
-function niceCeiling(v) {
+/** The smallest of 1, 2, 5 x 10^n that is >= v: a round tick step. */
+function niceStep(v) {
   const base = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * base >= v) return m * base;
+  for (const m of [1, 2, 5]) if (m * base >= v) return m * base;
   return 10 * base;
 }
 
 function formatMs(v) {
-  return v >= 10 ? v.toFixed(0) : v.toFixed(1);
+  return Number.isInteger(v) ? String(v) : v.toFixed(1);
 }
 
 /** The publish body for what was typed: JSON if it parses, else a JSON string. */

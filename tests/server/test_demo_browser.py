@@ -65,9 +65,9 @@ def page(browser: Any) -> Iterator[Any]:
         context.close()
 
 
-def open_demo(page: Any, url: str) -> tuple[str, list[str]]:
-    """Open the page on a fresh channel; return it and the list of dialogs that fire."""
-    channel = "browser-" + uuid.uuid4().hex[:12]
+def open_demo(page: Any, url: str, channel: str | None = None) -> tuple[str, list[str]]:
+    """Open the page on a (by default fresh) channel; return it and the list of dialogs that fire."""
+    channel = channel or "browser-" + uuid.uuid4().hex[:12]
     dialogs: list[str] = []
 
     def on_dialog(dialog: Any) -> None:
@@ -174,14 +174,14 @@ def test_both_panes_show_every_event_in_order_and_payloads_as_text(page: Any, ru
 
 def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
     with run_server("gevent") as server:
-        channel, dialogs = open_demo(page, server.url)
+        channel, dialogs = open_demo(page, server.url, "demo")  # a new server: "demo" is empty
         with httpx.Client(base_url=server.url, timeout=5 * UNIT) as http:
             for n in range(1, 11):
                 assert http.post(f"/channels/{channel}/events", json={"hello": "world", "n": n}).status_code == 201
         publish_from_box(page, HOSTILE)
-        page.fill("#rate", "8")
-        assert page.text_content("#rate-out") == "8 events/s"
-        wait_for_events(page, 50)
+        page.fill("#rate", "10")
+        assert page.text_content("#rate-out") == "10 events/s"
+        wait_for_events(page, 80)
         page.fill("#rate", "0")
         assert page.text_content("#rate-out") == "off"
 
@@ -194,7 +194,7 @@ def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
 
         assert wait_until(settled, 20 * UNIT, 0.2)
         last = last_seq(server.url, channel)
-        assert last >= 50
+        assert last >= 80
         for pane in PANES:
             assert seqs(page, pane) == list(range(1, last + 1)), pane
             c = counters(page, pane)
