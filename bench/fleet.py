@@ -189,18 +189,23 @@ def _total_stats(subs: list[Subscriber]) -> dict[str, int]:
     return total
 
 
-async def _ticker(lag: list[LatencyHistogram], throttle: float, stop: asyncio.Event) -> None:
-    """Record event-loop lag every tick; burn ``throttle`` of each tick when asked."""
+async def _ticker(lag: list[LatencyHistogram], stop: asyncio.Event) -> None:
+    """Record event-loop lag: how late a ``TICK_S`` sleep wakes up, every tick."""
     loop = asyncio.get_running_loop()
-    busy = throttle * TICK_S
     while not stop.is_set():
-        if busy > 0:
-            end = time.perf_counter() + busy
-            while time.perf_counter() < end:
-                pass
         due = loop.time() + TICK_S
         await asyncio.sleep(TICK_S)
         lag[0].record_us(max(0.0, loop.time() - due) * 1e6)
+
+
+async def _burner(throttle: float, stop: asyncio.Event) -> None:
+    """Burn ``throttle`` of every tick in a busy loop on the event loop (forces saturation for tests)."""
+    busy, rest = throttle * TICK_S, (1 - throttle) * TICK_S
+    while not stop.is_set():
+        end = time.perf_counter() + busy
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(rest)
 
 
 async def _lines() -> asyncio.StreamReader:
@@ -225,7 +230,9 @@ async def run_fleet(config: FleetConfig) -> dict[str, Any]:
     client = make_http_client() if config.transport in http_transports else None
     subs = [_make_subscriber(config, ch, client, recorder.on_event) for ch in config.channels]
     tasks = [asyncio.create_task(s.run(stop)) for s in subs]
-    ticker = asyncio.create_task(_ticker(lag, config.throttle, stop))
+    helpers = [asyncio.create_task(_ticker(lag, stop))]
+    if config.throttle > 0:
+        helpers.append(asyncio.create_task(_burner(config.throttle, stop)))
     commands = await _lines()
     cpu0 = process.cpu_times()
     wall0 = time.monotonic()
@@ -264,9 +271,10 @@ async def run_fleet(config: FleetConfig) -> dict[str, Any]:
         done = await asyncio.wait(tasks, timeout=10)
         for t in done[1]:
             t.cancel()
-        ticker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ticker
+        for helper in helpers:
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
         if client is not None:
             await client.aclose()
     counters = Counters.total(s.tracker.finish(last_published.get(s.channel)) for s in subs)
