@@ -37,7 +37,9 @@ so the mirror is a cache with strict rules, never an authority:
   must not announce a false gap or a false reset), and any read that would
   come back empty (the mirror may lag Redis, and a ``201`` answered by another
   worker promises the event is readable everywhere). Events read from Redis
-  feed the mirror, which repairs it after a lost message.
+  feed the mirror, which repairs it after a lost message, and wake the
+  channel's local waiters (the pub/sub copy that comes later is no news and
+  wakes no one, so the read must).
 - when the listener (re)subscribes (redis-py reconnects by itself), the
   mirrors are dropped and every local waiter is woken to read again.
 
@@ -152,7 +154,7 @@ class RedisBus(Bus):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
         event = Event(channel, int(seq), int(ts), data, bytes(wire))
-        self._heard(event)  # local waiters need not wait for the pub/sub echo
+        self._heard((event,))  # local waiters need not wait for the pub/sub echo
         return event
 
     # -- read ------------------------------------------------------------
@@ -168,10 +170,7 @@ class RedisBus(Bus):
                     return batch
         batch = self._read_redis(channel, after, limit)
         if batch.events:
-            with self._lock:
-                mirror = self._mirror(channel)
-                for event in batch.events:
-                    mirror.add(event)
+            self._heard(batch.events)
         return batch
 
     def _read_redis(self, channel: str, after: int, limit: int) -> Batch:
@@ -207,15 +206,22 @@ class RedisBus(Bus):
             mirror = self._mirrors[channel] = ChannelLog(channel, self.history)
         return mirror
 
-    def _heard(self, event: Event) -> None:
-        """Add an event to its mirror; wake the channel's waiters if it is news here."""
+    def _heard(self, events: tuple[Event, ...]) -> None:
+        """Add events of one channel to its mirror; wake its waiters if that is news here.
+
+        Whoever advances the mirror wakes: the listener, a local publish, or a
+        read from Redis that got ahead of the listener. The later copies of an
+        event (the pub/sub echo of a local publish) are no news and wake no one.
+        """
+        channel = events[0].channel
         with self._lock:
-            mirror = self._mirror(event.channel)
+            mirror = self._mirror(channel)
             before = mirror.last_seq
-            mirror.add(event)
+            for event in events:
+                mirror.add(event)
             if mirror.last_seq == before:
-                return  # already heard (our own publish, or a Redis read): already woken
-            waiters = self._waiters.of(event.channel)
+                return
+            waiters = self._waiters.of(channel)
         for waiter in waiters:
             waiter.set()
 
@@ -248,7 +254,7 @@ class RedisBus(Bus):
                         event = Event.from_wire(bytes(message["data"]))
                     except (ValueError, KeyError, TypeError):
                         continue  # not ours: someone else publishing on the channel
-                    self._heard(event)
+                    self._heard((event,))
         finally:
             self._pubsub.close()
 

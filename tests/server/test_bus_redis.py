@@ -126,12 +126,30 @@ def test_a_lost_notification_is_read_from_redis_and_repairs_the_mirror(pair):
     assert a.read("c", 3, 10).reset is None  # a cursor from another worker is no false reset
 
 
+def test_events_a_read_fetched_from_redis_wake_local_watchers(pair):
+    # Regression: a read got ahead of the listener, so the pub/sub copy was no
+    # news and nobody woke the WebSockets watching the channel.
+    a, b = pair
+    b.publish("c", b"1")
+    assert wait_until(lambda: "c" in a._mirrors and a._mirrors["c"].last_seq == 1, 10 * UNIT)
+    watcher = threading.Event()
+    a.watch("c", watcher)
+    real = b._notify
+    b._notify = real + ":nobody-listens"
+    b.publish("c", b"2")
+    assert not watcher.is_set()
+    assert seqs(a.read("c", 1, 10)) == [2]  # e.g. a long poll's read, not the watcher's
+    assert watcher.is_set()
+
+
 def test_a_cursor_ahead_of_the_mirror_is_no_reset(pair):
     a, b = pair
+    b.publish("c", b"0")
+    assert wait_until(lambda: "c" in a._mirrors and a._mirrors["c"].last_seq == 1, 10 * UNIT)
     b._notify = b._notify + ":nobody-listens"
-    for i in range(4):
+    for i in range(1, 4):
         b.publish("c", b"%d" % i)
-    batch = a.read("c", 3, 10)
+    batch = a.read("c", 3, 10)  # a cursor handed out by the other worker, beyond a's mirror
     assert (batch.reset, seqs(batch)) == (None, [4])
 
 
@@ -187,18 +205,20 @@ def test_redis_going_down_is_a_clear_error():
 # -- a real server: two gunicorn workers sharing channels through Redis -------------
 
 
-def pinned_clients(url: str) -> dict[int, httpx.Client]:
-    """One keep-alive client per worker: a connection stays with the worker that accepted it."""
-    found: dict[int, httpx.Client] = {}
+def pinned_clients(url: str, per_worker: int) -> dict[int, list[httpx.Client]]:
+    """Keep-alive clients, ``per_worker`` for each of two workers.
+
+    A connection stays with the worker that accepted it, so each client,
+    used by one thread at a time (one connection), talks to one known worker.
+    """
+    found: dict[int, list[httpx.Client]] = {}
     spare: list[httpx.Client] = []
-    for _ in range(40):
+    for _ in range(80):
         client = httpx.Client(base_url=url, timeout=30 * UNIT)
         pid = client.get("/healthz").json()["pid"]
-        if pid in found:
-            spare.append(client)
-        else:
-            found[pid] = client
-        if len(found) == 2:
+        mine = found.setdefault(pid, [])
+        (mine if len(mine) < per_worker else spare).append(client)
+        if len(found) == 2 and all(len(c) == per_worker for c in found.values()):
             break
     for client in spare:
         client.close()
@@ -214,15 +234,18 @@ def long_poll(client: httpx.Client, channel: str, count: int, out: list[dict]) -
         cursor = body["next"]
 
 
-def test_two_workers_deliver_every_event_to_every_subscriber(redis_url):
+@pytest.mark.parametrize("runtime", ["gthread", "gevent"])
+def test_two_workers_deliver_every_event_to_every_subscriber(redis_url, runtime):
     channel = f"x-{uuid.uuid4().hex[:12]}"
     count = 20
     env = {"LAB_REDIS_URL": redis_url}
-    with run_server("gthread", "--workers", "2", "--bus", "redis", env=env) as server:
-        workers = pinned_clients(server.url)
+    with run_server(runtime, "--workers", "2", "--bus", "redis", env=env) as server:
+        clients = pinned_clients(server.url, per_worker=2)
         try:
-            assert len(workers) == 2, "could not reach both workers"
-            pids = sorted(workers)
+            assert len(clients) == 2, "could not reach both workers"
+            pids = sorted(clients)
+            workers = {pid: clients[pid][0] for pid in pids}  # to publish and ask /stats
+            pollers_clients = {pid: clients[pid][1] for pid in pids}  # held by long polls
             sockets = [
                 simple_websocket.Client.connect(f"{server.ws_url}/channels/{channel}/ws?after=0") for _ in range(6)
             ]
@@ -236,7 +259,9 @@ def test_two_workers_deliver_every_event_to_every_subscriber(redis_url):
 
                 polled: dict[int, list[dict]] = {pid: [] for pid in pids}
                 pollers = [
-                    threading.Thread(target=long_poll, args=(workers[pid], channel, count, polled[pid]), daemon=True)
+                    threading.Thread(
+                        target=long_poll, args=(pollers_clients[pid], channel, count, polled[pid]), daemon=True
+                    )
                     for pid in pids
                 ]
                 for t in pollers:
@@ -251,6 +276,8 @@ def test_two_workers_deliver_every_event_to_every_subscriber(redis_url):
                     assert resp.status_code == 201
                     published.append(resp.json()["seq"])
                 assert published == list(range(1, count + 1))
+                # both workers took publishes (the clients stayed pinned)
+                assert all(workers[p].get("/stats").json()["events_published"] == count // 2 for p in pids)
 
                 for t in pollers:
                     t.join(60 * UNIT)
@@ -271,5 +298,6 @@ def test_two_workers_deliver_every_event_to_every_subscriber(redis_url):
                 for ws in sockets:
                     ws.close()
         finally:
-            for client in workers.values():
-                client.close()
+            for pinned in clients.values():
+                for client in pinned:
+                    client.close()
