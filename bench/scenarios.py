@@ -14,6 +14,7 @@ File layout::
     [profiles.<name>.sweeps.<sweep>]
     param = "rate"                  # the field that varies ("link.one_way_ms" for the link)
     values = [1, 10, 100]           # expands to scenarios "<sweep>-<value>"
+    sweep = "other"                 # optional: the ``sweep`` field, when several tables make one sweep
     ...                             # any other field: fixed for this sweep
 
 A field is resolved as: the sweep's value, else the sweep's or scenario's own
@@ -259,7 +260,7 @@ LINK_FIELDS: dict[str, Callable[[Any], Any]] = {
     "jitter_ms": _number("jitter_ms"),
     "bandwidth_kbps": _integer("bandwidth_kbps", 0),
 }
-SWEEP_KEYS = {"param", "values"}
+SWEEP_KEYS = {"param", "values", "sweep"}
 
 
 def _fail(file: str, path: str, message: str) -> ScenarioError:
@@ -358,6 +359,9 @@ def _expand_sweep(sweep: str, raw: Mapping[str, Any], base: dict[str, Any], file
         raise _fail(file, f"{path}.param", f"unknown or unsweepable field {param!r}")
     if not isinstance(values, list) or not values:
         raise _fail(file, f"{path}.values", "values must be a non-empty list")
+    label = raw.get("sweep", sweep)
+    if not isinstance(label, str):
+        raise _fail(file, f"{path}.sweep", "sweep must be a string (the sweep these scenarios belong to)")
     own = _check_fields({k: v for k, v in raw.items() if k not in SWEEP_KEYS}, file, path)
     scenarios = []
     for i, value in enumerate(values):
@@ -367,7 +371,7 @@ def _expand_sweep(sweep: str, raw: Mapping[str, Any], base: dict[str, Any], file
             raise _fail(file, f"{path}.values[{i}]", str(exc)) from None
         layer = {"link": {sub: checked}} if group == "link" else {param: checked}
         name = f"{sweep}-{_format_value(value)}"
-        scenarios.append(_build(_merge(base, own, layer), name, sweep, file, f"{path}.values[{i}]"))
+        scenarios.append(_build(_merge(base, own, layer), name, label, file, f"{path}.values[{i}]"))
     return scenarios
 
 
