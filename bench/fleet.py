@@ -71,7 +71,9 @@ CPU_SATURATED_PERCENT = 85.0
 LOOP_LAG_SATURATED_MS = 20.0
 """A fleet process whose event-loop lag p99 is above this is saturated."""
 TICK_S = 0.01
-"""The loop-lag ticker's (and the throttle's) period."""
+"""The loop-lag ticker's period."""
+BURN_CHUNK_S = 0.05
+"""The throttle's period: it burns ``throttle`` of each."""
 
 
 def saturation_reasons(cpu_percent: Iterable[float], loop_lag_p99_ms: Iterable[float]) -> list[str]:
@@ -199,8 +201,12 @@ async def _ticker(lag: list[LatencyHistogram], stop: asyncio.Event) -> None:
 
 
 async def _burner(throttle: float, stop: asyncio.Event) -> None:
-    """Burn ``throttle`` of every tick in a busy loop on the event loop (forces saturation for tests)."""
-    busy, rest = throttle * TICK_S, (1 - throttle) * TICK_S
+    """Burn ``throttle`` of the time in busy chunks on the event loop (forces saturation, for tests).
+
+    Chunks of ``throttle * BURN_CHUNK_S`` stall the loop the way a CPU-bound client does, so the
+    loop lag shows it even when the machine is so loaded that the process gets little CPU.
+    """
+    busy, rest = throttle * BURN_CHUNK_S, (1 - throttle) * BURN_CHUNK_S
     while not stop.is_set():
         end = time.perf_counter() + busy
         while time.perf_counter() < end:
