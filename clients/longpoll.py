@@ -98,7 +98,13 @@ class LongPollSubscriber(Subscriber):
                 self._client = None
 
     async def _before_poll(self) -> None:
-        """Hook before each request: long polling asks again at once."""
+        """Hook before each request: long polling asks again at once.
+
+        It still yields to the event loop once: an answer already buffered
+        (or a mock transport) completes a request without suspending, and a
+        subscriber following ``more`` must not starve the others.
+        """
+        await asyncio.sleep(0)
 
     async def _session(self) -> None:
         client = self._client
