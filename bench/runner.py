@@ -230,7 +230,10 @@ def launch_server(scenario: Scenario, transport: str, history: int, log: IO[byte
     proc = subprocess.Popen(
         [sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    return ServerHandle(port, proc.pid, lambda: _stop_group(proc), http=True, exited=lambda: proc.poll() is not None)
+    # The window is closed when this runs: a server slow to shut down (gunicorn's arbiter) is killed after 1 s.
+    return ServerHandle(
+        port, proc.pid, lambda: _stop_group(proc, timeout=1.0), http=True, exited=lambda: proc.poll() is not None
+    )
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -514,6 +517,8 @@ def run_profile(
     from bench.results import result_file_name, run_dir_name, update_latest, write_json
 
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=200)
     scenarios = selected(profile.scenarios, only)
     if not scenarios:
         raise RunError(f"no scenario of profile {profile.name!r} matches {only!r}")
