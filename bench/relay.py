@@ -15,9 +15,9 @@ Layers, from the inside out:
   (one queue per direction per connection). The ``max`` keeps the order: nothing is ever reordered.
 - :class:`DirectionMeter`: sans-I/O byte accounting for one direction, including the first HTTP header block
   (up to and including the first ``b"\\r\\n\\r\\n"``: a WebSocket Upgrade request or its ``101`` response).
-- :class:`Relay`: the asyncio relay that applies both to real sockets.
-- ``python -m bench.relay`` and :class:`RelayProcess`: the relay as a process, with a stdin/stdout control
-  interface of JSON lines.
+- :class:`Relay`: the asyncio relay (protocols and timers) that applies both to real sockets.
+- ``python -m bench.relay`` and :class:`RelayProcess`: the relay as a process, controlled over stdin (one
+  command a line: ``snapshot``, ``snapshot rows``, ``quit``) and answering with JSON lines on stdout.
 
 What it does not emulate (TCP acknowledgements, congestion control, loss, per-packet timing) is written down
 in docs/link-emulator.md.
