@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -79,7 +80,7 @@ class LongPollSubscriber(Subscriber):
         self.margin = margin
         """Seconds the client waits beyond the hold before calling the answer late."""
         self._client = client
-        self._url = f"{self.base_url}/channels/{channel}/poll"
+        self._url = f"{self.base_url}/channels/{quote(channel, safe='')}/poll"
         self._request_timeout = httpx.Timeout(timeout + margin, connect=CONNECT_TIMEOUT)
         self._extensions = {"trace": self._trace}
         self._more = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from types import TracebackType
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import httpx
 
@@ -58,7 +59,7 @@ def parse_ack(response: httpx.Response) -> Ack:
 
 
 def _events_url(base_url: str, channel: str) -> str:
-    return f"{base_url.rstrip('/')}/channels/{channel}/events"
+    return f"{base_url.rstrip('/')}/channels/{quote(channel, safe='')}/events"
 
 
 class Publisher:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from simple_websocket import AioClient, ConnectionClosed
 from simple_websocket import ConnectionError as WsConnectionError
@@ -155,7 +155,7 @@ class WebSocketSubscriber(Subscriber):
         **kwargs: Any,
     ) -> None:
         super().__init__(channel, after=after, **kwargs)
-        self.url = f"{ws_url(base_url)}/channels/{channel}/ws"
+        self.url = f"{ws_url(base_url)}/channels/{quote(channel, safe='')}/ws"
         self.compression = compression
         self.receive_bytes = receive_bytes
         self.negotiated: list[str] = []
