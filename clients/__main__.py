@@ -34,11 +34,18 @@ TRANSPORTS = ("longpoll", "websocket", "polling")
 
 
 def parse_data(text: str) -> Any:
-    """The CLI's payload argument: JSON if it parses as JSON, else that text as a JSON string."""
+    """The CLI's payload argument: JSON if it parses as JSON, else that text as a JSON string.
+
+    ``NaN`` and ``Infinity`` are not JSON (Python's parser accepts them): they are sent as strings.
+    """
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except ValueError:
         return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
