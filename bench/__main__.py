@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             for profile in load_file(a.scenarios).values():
                 if a.profile and profile.name != a.profile:
                     continue
-                print(f"{profile.name}: {profile.runs()} runs - {profile.description}")
+                minutes = profile.estimate_s() / 60
+                print(f"{profile.name}: {profile.runs()} runs, about {minutes:.0f} min - {profile.description}")
                 for s in profile.scenarios:
                     print(f"  {s.name:28} {','.join(s.transports):32} subs={s.subscribers} rate={s.rate:g}")
     except ScenarioError as exc:

@@ -39,8 +39,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from bench.floor import FloorPublisher
 from clients.latency import LatencyHistogram
 
@@ -170,6 +168,83 @@ Send = Callable[[str, bytes], Awaitable[int]]
 """Publish one payload to a channel; returns the assigned seq."""
 
 
+class HttpPublishPool:
+    """Publishes over a few keep-alive HTTP/1.1 connections, written with bare asyncio streams.
+
+    Why not httpx (which the lab's ``clients.AsyncPublisher`` uses): at hundreds of publishes per
+    second on two shared cores, httpx's per-request CPU made the publisher fall behind its own
+    schedule, and end-to-end latencies measured the publisher. A ``POST`` to the lab's own server
+    and its ``201`` answer (always with ``Content-Length``) need only this. Each connection sends
+    one request at a time; requests wait for a free connection in FIFO order.
+    """
+
+    def __init__(self, host: str, port: int, connections: int = CONNECTIONS) -> None:
+        self.host = host
+        self.port = port
+        self.size = connections
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def connect(self) -> None:
+        """Open every connection before the schedule starts."""
+        for _ in range(self.size):
+            self._idle.put_nowait(await self._open())
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._all.append(writer)
+        return reader, writer
+
+    async def publish(self, channel: str, body: bytes) -> int:
+        """``POST /channels/<channel>/events``; the assigned seq, or ``ValueError`` for a non-201 answer."""
+        conn = await self._idle.get()
+        try:
+            if conn is None:
+                conn = await self._open()
+            reader, writer = conn
+            writer.write(
+                b"POST /channels/%s/events HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (channel.encode("ascii"), self.host.encode("ascii"), self.port, len(body), body)
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            status_line, _, headers = head.partition(b"\r\n")
+            length, close = 0, status_line.startswith(b"HTTP/1.0")
+            for line in headers.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"connection" and value.strip().lower() == b"close":
+                    close = True
+            answer = await reader.readexactly(length)
+            if close:
+                writer.close()
+                conn = None
+            status = int(status_line.split()[1])
+            if status != 201:
+                raise ValueError(f"publish answered {status}: {answer[:200]!r}")
+            return int(json.loads(answer)["seq"])
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            if conn is not None:
+                conn[1].close()
+            conn = None
+            raise
+        finally:
+            self._idle.put_nowait(conn)
+
+    async def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
 async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> PublisherReport:
     """Publish ``plan`` open loop from ``start_mono_ns``; the I/O is ``send``."""
     report = PublisherReport(intended=plan.total_events - plan.warm_events)
@@ -179,7 +254,7 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
     async def one(index: int, channel: str, body: bytes) -> None:
         try:
             seq = await send(channel, body)
-        except (httpx.HTTPError, OSError, RuntimeError, ValueError):
+        except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             report.errors += 1
             return
         report.last_seq[channel] = max(report.last_seq.get(channel, 0), seq)
@@ -225,20 +300,15 @@ async def _main(plan: PublishPlan) -> None:
         finally:
             await floor.close()
     else:
-        limits = httpx.Limits(max_connections=CONNECTIONS, max_keepalive_connections=CONNECTIONS)
-        async with httpx.AsyncClient(base_url=plan.url, limits=limits, timeout=30.0) as client:
-
-            async def send_http(channel: str, body: bytes) -> int:
-                response = await client.post(f"/channels/{channel}/events", content=body)
-                if response.status_code != 201:
-                    raise ValueError(f"publish answered {response.status_code}: {response.text[:200]}")
-                return int(response.json()["seq"])
-
-            # Open the keep-alive connections before the clock starts.
-            await asyncio.gather(*(client.get("/healthz") for _ in range(CONNECTIONS)))
+        host, _, port = plan.url.removeprefix("http://").partition(":")
+        pool = HttpPublishPool(host, int(port))
+        try:
+            await pool.connect()  # the keep-alive connections are open before the clock starts
             print(json.dumps({"ready": True}), flush=True)
             start = int(await loop.run_in_executor(None, sys.stdin.readline))
-            report = await run_schedule(plan, send_http, start)
+            report = await run_schedule(plan, pool.publish, start)
+        finally:
+            await pool.close()
     print(json.dumps(report.as_dict()), flush=True)
 
 

@@ -50,6 +50,8 @@ DEFAULT_FILE = Path(__file__).with_name("scenarios.toml")
 TRANSPORTS = ("longpoll", "websocket", "polling", "floor")
 LAYOUTS = ("broadcast", "per-subscriber")
 RUNTIMES = ("werkzeug", "gthread", "gevent")
+RUN_OVERHEAD_S = 3.5
+"""Seconds a run costs beyond its warm-up and window (processes started and stopped), measured on 2 cores."""
 NAME_RE = re.compile(r"[a-z0-9_.-]{1,100}")
 """Scenario names become file names (docs/results.md)."""
 
@@ -150,6 +152,10 @@ class Profile:
     def runs(self) -> int:
         """Scenario x transport x repetition runs in this profile."""
         return sum(len(s.transports) * s.repetitions for s in self.scenarios)
+
+    def estimate_s(self, overhead_s: float = RUN_OVERHEAD_S) -> float:
+        """Estimated wall time: every run's warm-up and window, plus ``overhead_s`` per run (start, drain, stop)."""
+        return sum(len(s.transports) * s.repetitions * (overhead_s + s.warmup_s + s.duration_s) for s in self.scenarios)
 
 
 # --- field checks: value -> normalized value, or raise ValueError with the message --------------------------------

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bench.publisher import (
     BEHIND_P99_MS,
+    HttpPublishPool,
     PublisherReport,
     PublishPlan,
     channel_for,
@@ -21,7 +22,7 @@ from bench.publisher import (
     parse_payload,
     run_schedule,
 )
-from tests.support import UNIT
+from tests.support import UNIT, run_server
 
 
 def test_offsets_are_evenly_spaced_without_bursts() -> None:
@@ -133,3 +134,23 @@ def test_lag_above_threshold_is_behind() -> None:
     quiet = PublisherReport()
     quiet.lag.record_us(10)
     assert not quiet.behind
+
+
+@pytest.mark.parametrize("runtime", ["werkzeug", "gevent"])
+def test_http_pool_publishes_every_event_once(runtime: str) -> None:
+    with run_server(runtime) as server:
+
+        async def main() -> list[int]:
+            pool = HttpPublishPool("127.0.0.1", server.port, connections=4)
+            await pool.connect()
+            try:
+                seqs = await asyncio.gather(*(pool.publish("pool", make_payload(i, 0, False, 64)) for i in range(50)))
+                with pytest.raises(ValueError, match="publish answered 400"):
+                    await pool.publish("bad channel!", b"1")
+                seqs.append(await pool.publish("pool", b'"after an error"'))
+            finally:
+                await pool.close()
+            return seqs
+
+        seqs = asyncio.run(asyncio.wait_for(main(), 30 * UNIT))
+    assert sorted(seqs) == list(range(1, 52))
