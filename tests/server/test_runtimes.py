@@ -1,0 +1,92 @@
+"""Tests of server/runtimes.py: each runtime serves, and stops without hanging.
+
+Stopping is what ``ServerProcess.stop`` does (SIGTERM to the process group)
+while a long poll is held and a WebSocket is open. The bound on the exit is
+generous (15 units): this guards against the 30 s hang on held connections,
+it does not measure shutdown speed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+from simple_websocket import ConnectionClosed
+
+from server.config import Config
+from server.runtimes import RUNTIMES, ServeOptions, serve
+from tests.server.test_websocket import ws_connect
+from tests.support import UNIT, run_server, wait_until
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sigterm_releases_held_connections_and_exits(runtime: str) -> None:
+    with run_server(runtime, "--graceful-timeout", "30") as server:
+        held: dict[str, Any] = {}
+
+        def hold_poll() -> None:
+            try:
+                resp = httpx.get(f"{server.url}/channels/held/poll", params={"timeout": 30}, timeout=60 * UNIT)
+                held["poll"] = (resp.status_code, resp.json().get("error"), resp.headers.get("cache-control"))
+            except httpx.HTTPError as exc:
+                held["poll"] = repr(exc)
+
+        poller = threading.Thread(target=hold_poll, daemon=True)
+        poller.start()
+        ws = ws_connect(f"{server.ws_url}/channels/held/ws")
+        stats = httpx.get(f"{server.url}/stats", timeout=10 * UNIT)
+        assert wait_until(
+            lambda: (
+                httpx.get(f"{server.url}/stats", timeout=10 * UNIT).json()["connections"]
+                == {"longpoll": 1, "websocket": 1}
+            ),
+            10 * UNIT,
+        ), stats.json()
+
+        started = time.monotonic()
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            message = ws.receive(timeout=15 * UNIT)
+            close = ("message", message)
+        except ConnectionClosed:
+            close = (int(ws.close_reason), ws.close_message)
+        poller.join(15 * UNIT)
+        try:
+            code = server.proc.wait(15 * UNIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{runtime} still running {time.monotonic() - started:.1f} s after SIGTERM")
+        log = server.log.read_text(errors="replace")
+
+    assert held.get("poll") == (503, "shutting_down", "no-store"), log[-2000:]
+    assert close == (1001, "server shutting down"), log[-2000:]
+    assert code == 0, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert "graceful timeout" not in log.lower(), log[-2000:]
+
+
+def test_serve_refuses_an_unknown_runtime() -> None:
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        serve(Config(), ServeOptions(runtime="tornado"))
+
+
+def test_serve_options_defaults() -> None:
+    options = ServeOptions()
+    assert (options.runtime, options.host, options.port, options.workers) == ("werkzeug", "127.0.0.1", 8000, 1)
+    assert (options.threads, options.connections, options.graceful_timeout) == (100, 2000, 5)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_healthz_names_the_runtime(runtime: str) -> None:
+    with run_server(runtime) as server:
+        body = httpx.get(f"{server.url}/healthz", timeout=10 * UNIT).json()
+        assert (body["status"], body["runtime"], body["bus"]) == ("ok", runtime, "memory")
+        if runtime == "werkzeug":
+            assert body["pid"] == server.proc.pid
+        else:
+            assert body["pid"] != server.proc.pid  # a gunicorn worker, not the arbiter
