@@ -45,7 +45,7 @@ class Config:
     max_body: int = MiB
     """Largest publish body, bytes."""
     ws_ping_interval: float | None = None
-    """Server WebSocket pings every N seconds; ``None``: no pings."""
+    """Server WebSocket pings every N seconds; ``None`` or 0: no pings."""
     ws_max_message: int = MiB
     """Largest client WebSocket message, bytes."""
     ws_compression: bool = False
@@ -68,12 +68,22 @@ class Config:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def __post_init__(self) -> None:
+        # Each message names the LAB_ variable, so a bad environment is
+        # found from the error alone.
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"{name} (LAB_{name.upper()}) must be {rule}, got {getattr(self, name)!r}")
+
         if self.bus not in {"memory", "redis"}:
-            raise ValueError(f"bus must be 'memory' or 'redis', not {self.bus!r}")
-        if self.history < 1 or self.max_batch < 1 or self.max_body < 1:
-            raise ValueError("history, max_batch and max_body must be >= 1")
+            raise bad("bus", "'memory' or 'redis'")
+        for name in ("history", "max_batch", "max_body", "ws_max_message"):
+            if getattr(self, name) < 1:
+                raise bad(name, ">= 1")
+        if not 0 <= self.poll_timeout_max < float("inf"):  # also refuses nan
+            raise bad("poll_timeout_max", "a number of seconds >= 0")
         if not 0 <= self.poll_timeout <= self.poll_timeout_max:
-            raise ValueError("need 0 <= poll_timeout <= poll_timeout_max")
+            raise bad("poll_timeout", f"from 0 to poll_timeout_max ({self.poll_timeout_max:g})")
+        if self.ws_ping_interval is not None and not 0 <= self.ws_ping_interval < float("inf"):
+            raise bad("ws_ping_interval", "a number of seconds >= 0 (0, none or off: no pings)")
 
 
 _INTS = {"history", "max_batch", "max_body", "ws_max_message"}
@@ -87,7 +97,7 @@ def _convert(name: str, raw: str) -> Any:
         if name in _FLOATS:
             return float(raw)
         if name == "ws_ping_interval":
-            return float(raw) if raw.strip() not in {"", "0", "none"} else None
+            return None if raw.strip().lower() in {"", "0", "none", "off"} else float(raw)
         if name == "ws_compression":
             return _bool(raw)
     except ValueError as exc:
