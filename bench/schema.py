@@ -182,16 +182,14 @@ RESULT_SCHEMA: dict[str, Any] = _obj(
             }
         ),
         "idle": {
-            "oneOf": [
-                {"type": "null"},
-                _obj(
-                    {
-                        "seconds": {"type": "number", "exclusiveMinimum": 0},
-                        "bytes_per_connection_per_min": _UPDOWN,
-                        "rss_per_connection_bytes": {"type": "number"},
-                    }
-                ),
-            ]
+            **_obj(
+                {
+                    "seconds": {"type": "number", "exclusiveMinimum": 0},
+                    "bytes_per_connection_per_min": _UPDOWN,
+                    "rss_per_connection_bytes": {"type": "number"},
+                }
+            ),
+            "type": ["object", "null"],  # keywords of an object schema do not apply to null
         },
         "valid": {"type": "boolean"},
         "flags": {"type": "array", "items": {"enum": list(FLAGS)}, "uniqueItems": True},
@@ -244,8 +242,6 @@ def _first_error(validator: Any, obj: object) -> SchemaError | None:
     if not errors:
         return None
     err = errors[0]
-    if err.validator == "oneOf" and err.context:  # idle: report the object branch's error
-        err = max(err.context, key=lambda e: len(e.absolute_path))
     parts = list(err.absolute_path)
     if err.validator == "required":
         missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
