@@ -12,6 +12,7 @@ from .runtimes import RUNTIMES, ServeOptions, serve
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
+    """Flags and ``LAB_*`` variables to a configuration; exits with status 2 on a bad one."""
     defaults = ServeOptions()
     p = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     p.add_argument(
@@ -47,25 +48,38 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
         "--ws-compression", choices=("on", "off"), help="allow permessage-deflate (LAB_WS_COMPRESSION, default off)"
     )
     a = p.parse_args(argv)
-    if a.workers > 1 and (a.bus or Config.from_env().bus) == "memory":
+    try:
+        env = Config.from_env()
+    except ValueError as exc:
+        p.error(f"bad environment: {exc}")
+    if a.workers > 1 and (a.bus or env.bus) == "memory":
         p.error("--workers > 1 needs --bus redis: memory buses are per process")
     if a.runtime == "werkzeug" and a.workers != 1:
         p.error("--workers applies to the gunicorn runtimes only")
-    config = Config.from_env().with_overrides(
-        bus=a.bus,
-        redis_url=a.redis_url,
-        history=a.history,
-        max_batch=a.max_batch,
-        poll_timeout=a.poll_timeout,
-        ws_ping_interval=a.ws_ping_interval,
-        ws_max_message=a.ws_max_message,
-        ws_compression=None if a.ws_compression is None else a.ws_compression == "on",
-    )
+    for flag in ("workers", "threads", "connections"):
+        if getattr(a, flag) < 1:
+            p.error(f"--{flag} must be >= 1")
+    if not 0 <= a.port <= 65535:
+        p.error("--port must be from 0 to 65535")
+    try:
+        config = env.with_overrides(
+            bus=a.bus,
+            redis_url=a.redis_url,
+            history=a.history,
+            max_batch=a.max_batch,
+            poll_timeout=a.poll_timeout,
+            ws_ping_interval=a.ws_ping_interval,
+            ws_max_message=a.ws_max_message,
+            ws_compression=None if a.ws_compression is None else a.ws_compression == "on",
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     options = ServeOptions(a.runtime, a.host, a.port, a.workers, a.threads, a.connections, a.graceful_timeout)
     return config, options
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until a signal stops the server."""
     config, options = parse_args(argv)
     serve(config, options)
 

@@ -1,0 +1,135 @@
+"""Tests of server/__main__.py: ``python -m server`` flags and their refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from server.__main__ import parse_args
+from server.config import Config
+from server.runtimes import ServeOptions
+from tests.support import ROOT, UNIT
+
+
+def test_help_lists_the_fixed_flags() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=30 * UNIT
+    )
+    assert out.returncode == 0
+    for flag in (
+        "--runtime",
+        "--host",
+        "--port",
+        "--workers",
+        "--threads",
+        "--connections",
+        "--graceful-timeout",
+        "--bus",
+        "--redis-url",
+        "--history",
+        "--max-batch",
+        "--poll-timeout",
+        "--ws-ping-interval",
+        "--ws-max-message",
+        "--ws-compression",
+    ):
+        assert flag in out.stdout
+    assert "{werkzeug,gthread,gevent}" in out.stdout
+
+
+def test_no_flags_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LAB_BUS", "LAB_HISTORY", "LAB_WS_COMPRESSION"):
+        monkeypatch.delenv(name, raising=False)
+    config, options = parse_args([])
+    assert config == Config.from_env()
+    assert options == ServeOptions()
+
+
+def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_HISTORY", "50")
+    monkeypatch.setenv("LAB_MAX_BATCH", "9")
+    monkeypatch.setenv("LAB_WS_COMPRESSION", "1")
+    config, options = parse_args(
+        [
+            "--runtime",
+            "gevent",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9001",
+            "--connections",
+            "50",
+            "--graceful-timeout",
+            "3",
+            "--history",
+            "70",
+            "--poll-timeout",
+            "4",
+            "--ws-ping-interval",
+            "20",
+            "--ws-max-message",
+            "512",
+            "--ws-compression",
+            "off",
+        ]
+    )
+    assert options == ServeOptions("gevent", "0.0.0.0", 9001, 1, 100, 50, 3)
+    assert (config.history, config.max_batch) == (70, 9)  # flag wins; env kept where no flag
+    assert (config.poll_timeout, config.ws_ping_interval, config.ws_max_message) == (4.0, 20.0, 512)
+    assert config.ws_compression is False
+
+
+def test_workers_with_a_redis_bus_are_accepted() -> None:
+    config, options = parse_args(["--runtime", "gthread", "--workers", "3", "--threads", "8", "--bus", "redis"])
+    assert (config.bus, options.workers, options.threads) == ("redis", 3, 8)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--runtime", "gthread", "--workers", "2"], "--workers > 1 needs --bus redis"),
+        (["--runtime", "gevent", "--workers", "2", "--bus", "memory"], "--workers > 1 needs --bus redis"),
+        (["--workers", "2", "--bus", "redis"], "--workers applies to the gunicorn runtimes only"),
+        (["--runtime", "tornado"], "invalid choice"),
+        (["--port", "http"], "invalid int value"),
+        (["--port", "70000"], "--port must be"),
+        (["--runtime", "gthread", "--threads", "0"], "--threads must be >= 1"),
+        (["--history", "0"], "LAB_HISTORY"),
+        (["--poll-timeout", "45"], "LAB_POLL_TIMEOUT"),
+        (["--ws-compression", "maybe"], "invalid choice"),
+    ],
+)
+def test_bad_flags_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LAB_BUS", raising=False)
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_environment_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LAB_HISTORY", "lots")
+    with pytest.raises(SystemExit) as info:
+        parse_args([])
+    assert info.value.code == 2
+    assert "LAB_HISTORY" in capsys.readouterr().err
+
+
+def test_memory_workers_are_refused_from_the_command_line() -> None:
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-m", "server", "--runtime", "gthread", "--workers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30 * UNIT,
+    )
+    assert out.returncode == 2
+    assert "--workers > 1 needs --bus redis" in out.stderr
