@@ -46,10 +46,10 @@ HISTORY = 1_000_000
 def encode_notices(batch: Batch) -> list[bytes]:
     """Gap and reset notices of a batch as lines (same objects as the WebSocket's)."""
     lines = []
+    if batch.reset:  # first: the gap is relative to the reset cursor
+        lines.append(json.dumps({"type": "reset", **batch.reset.as_dict()}, separators=(",", ":")).encode() + b"\n")
     if batch.gap:
         lines.append(json.dumps({"type": "gap", **batch.gap.as_dict()}, separators=(",", ":")).encode() + b"\n")
-    if batch.reset:
-        lines.append(json.dumps({"type": "reset", **batch.reset.as_dict()}, separators=(",", ":")).encode() + b"\n")
     return lines
 
 

@@ -129,12 +129,12 @@ class LongPollSubscriber(Subscriber):
 
     def _on_answer(self, answer: dict[str, Any], recv_ns: int, recv_mono_ns: int) -> None:
         """One long-poll answer: notices first, then the events, oldest first."""
+        reset = answer["reset"]
+        if reset is not None:  # first: a gap in the same answer is relative to the reset cursor
+            self.tracker.reset(reset["after"], reset["last_seq"])
         gap = answer["gap"]
         if gap is not None:
             self.tracker.gap(gap["first"], gap["last"])
-        reset = answer["reset"]
-        if reset is not None:
-            self.tracker.reset(reset["after"], reset["last_seq"])
         events = answer["events"]
         if not events:
             self.stats.empty_responses += 1

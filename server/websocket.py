@@ -167,10 +167,11 @@ class WebSocketSession:
     def _send_batch(self, batch: Batch) -> None:
         """Notices first, then one text frame per event; caller holds the lock."""
         frames: list[bytes] = []
-        if batch.gap:
-            frames.append(_json({"type": "gap", **batch.gap.as_dict()}))
+        # A reset moves the cursor back to 0 and a gap is relative to that: reset first.
         if batch.reset:
             frames.append(_json({"type": "reset", **batch.reset.as_dict()}))
+        if batch.gap:
+            frames.append(_json({"type": "gap", **batch.gap.as_dict()}))
         frames.extend(e.wire for e in batch.events)
         if self.compressed:
             for payload in frames:
