@@ -6,7 +6,10 @@ The shared contract (same semantics as the memory bus) is in test_bus_contract.p
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -200,6 +203,60 @@ def test_redis_going_down_is_a_clear_error():
             bus.read("c", 0, 10)
         bus.close()
         assert not bus._listener.is_alive()
+
+
+@contextlib.contextmanager
+def redis_on(port: int) -> Iterator[None]:
+    """A redis-server on a given port (so it can be restarted on the same one)."""
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_until(lambda: _pings(port), 10 * UNIT)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10 * UNIT)
+
+
+def _pings(port: int) -> bool:
+    client = redis.Redis(port=port)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def test_the_listener_survives_a_redis_restart():
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    with redis_on(port):
+        a = RedisBus(url, prefix="r:")
+    try:
+        with pytest.raises(RedisUnavailable):
+            a.publish("c", b"1")
+        with redis_on(port):  # an empty Redis: the channel starts again at 1
+            b = RedisBus(url, prefix="r:")
+            try:
+                # The listener reconnects on its own; until it has, a's waiters cannot hear b.
+                watcher = threading.Event()
+                a.watch("c", watcher)
+                assert wait_until(lambda: b.publish("c", b"2") and watcher.is_set(), 20 * UNIT, 0.2)
+                watcher.clear()
+                last = b.publish("c", b"3")
+                assert watcher.wait(10 * UNIT)  # woken by b's event: a hears b again
+                assert a._listener.is_alive()
+                assert seqs(a.read("c", 0, 1)) == [1]
+                assert a.read("c", last.seq - 1, 10).events == (last,)
+            finally:
+                b.close()
+    finally:
+        a.close()
 
 
 # -- a real server: two gunicorn workers sharing channels through Redis -------------
