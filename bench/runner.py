@@ -523,7 +523,7 @@ def run_profile(
     if not scenarios:
         raise RunError(f"no scenario of profile {profile.name!r} matches {only!r}")
     runs = [(s, t, k) for s in scenarios for k in range(1, s.repetitions + 1) for t in s.transports]
-    started_utc = utc_now()
+    started_utc, wall0 = utc_now(), time.monotonic()
     run_dir = out / "runs" / run_dir_name(profile.name)
     run_dir.mkdir(parents=True, exist_ok=False)
     log_dir = run_dir / "logs"
@@ -570,6 +570,7 @@ def run_profile(
     write_json(run_dir / "meta.json", meta)
     update_latest(out, run_dir)
     console.print(summary_table(results))
+    console.print(f"{len(results)} of {len(runs)} runs written in {time.monotonic() - wall0:.0f} s -> {run_dir}")
     for failure in failures:
         console.print(f"[red]failed run[/red] {failure}")
     if report:
