@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # bench.runner.RunError: some runs failed, the others are written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -509,7 +509,11 @@ def run_profile(
     command: str = "python -m bench run",
     report: bool = True,
 ) -> Path:
-    """Run every selected scenario of ``profile`` into ``out/runs/<UTC>-<profile>/``; returns that directory."""
+    """Run every selected scenario of ``profile`` into ``out/runs/<UTC>-<profile>/``; returns that directory.
+
+    A run that fails (a process did not start or answer) is reported and skipped; after everything else is
+    written (meta.json, latest, report), :class:`RunError` says how many failed.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -575,6 +579,8 @@ def run_profile(
         console.print(f"[red]failed run[/red] {failure}")
     if report:
         _write_report(run_dir, console)
+    if failures:
+        raise RunError(f"{len(failures)} of {len(runs)} runs failed (their results are not in {run_dir})")
     return run_dir
 
 
