@@ -102,15 +102,16 @@ def _per_event(r: Result) -> float | None:
 
 
 def _pick(results: Sequence[Result]) -> list[Result]:
-    """The scenario closest to the paper's one message per second per client (loopback first)."""
+    """The scenario closest to the paper's one message per second per client (uncompressed, loopback first)."""
     usable = [r for r in results if r.valid and not r.scenario.idle and _per_event(r) is not None]
     if not usable:
         return []
 
-    def score(r: Result) -> tuple[bool, float, bool, int, str]:
+    def score(r: Result) -> tuple[bool, bool, float, bool, int, str]:
         per_sub = r.scenario.rate_per_subscriber
         distance = abs(math.log10(per_sub)) if per_sub > 0 else math.inf
         return (
+            r.scenario.compression,  # the paper's bytes are uncompressed
             not r.scenario.link.is_loopback,
             distance,
             r.scenario.layout != "broadcast",
@@ -135,6 +136,7 @@ def measured_table(run: Run) -> list[MeasuredRow]:
         per_event = statistics.median(v for r in chosen if (v := _per_event(r)) is not None)
         sc = chosen[0].scenario
         link = "loopback" if sc.link.is_loopback else f"one-way {sc.link.one_way_ms:g} ms"
+        link += ", COMPRESSED (permessage-deflate)" if sc.compression else ""
         reps = ", ".join(f"r{r.repetition}" for r in chosen)
         source = f"{sc.name} ({sc.rate_per_subscriber:g} ev/s per subscriber, {link}; median of {reps})"
         rows.append(

@@ -351,7 +351,7 @@ def _kaazing_section(run: Run) -> list[str]:
         "",
         "**From this run's measured bytes per delivered event** (TCP payload both directions, counted by the relay, "
         "including the event itself; overhead = wire bytes minus payload bytes). Each transport's number comes from "
-        "the scenario closest to one event per second per subscriber, loopback first:",
+        "the scenario closest to one event per second per subscriber, uncompressed and loopback first:",
         "",
     ]
     if measured:
