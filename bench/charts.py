@@ -176,8 +176,8 @@ def _finish(
         lines.append("red ✗ = repetition with loss (missing, duplicate or out-of-order events > 0)")
     if marks.invalid:
         lines.append(
-            "hollow grey = INVALID repetition (clients saturated or publisher behind): not the server's number, "
-            "left out of the median"
+            "hollow grey point / faint dotted line = INVALID repetition (clients saturated or publisher behind): "
+            "not the server's number, left out of the median"
         )
     lines.append(run.meta.provenance)
     fig.text(0.005, 0.003, "\n".join(lines), fontsize=6.5, color="#444444", ha="left", va="bottom")
@@ -333,7 +333,7 @@ class _Writer:
                     tag = f"{'loopback floor' if series == 'floor' else series} r{r.repetition}"
                     if not r.valid:
                         marks.invalid = True
-                        ax.plot(x, y, ":", color="#9a9a9a", label=tag + " — INVALID", linewidth=1.2)
+                        ax.plot(x, y, ":", color=color, alpha=0.35, label=tag + " — INVALID", linewidth=1.4)
                         continue
                     if r.lossy:
                         marks.loss = True
