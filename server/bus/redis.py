@@ -31,7 +31,9 @@ so the mirror is a cache with strict rules, never an authority:
 
 - it answers only a cursor inside its range (``first - 1 <= after <= last``)
   and only with events (a non-empty batch). Those events are correct: the
-  mirror holds contiguous events with the very bytes stored in Redis.
+  mirror holds contiguous events with the very bytes stored in Redis. They
+  may stop short of Redis's newest (by the pub/sub delay, with ``more``
+  false); the next read, from the new cursor, gets the rest at once.
 - every other read goes to Redis: a cursor the mirror cannot place (older than
   the mirror, or ahead of it because another worker is ahead: the mirror
   must not announce a false gap or a false reset), and any read that would
