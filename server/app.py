@@ -16,7 +16,7 @@ from simple_websocket import Server
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
-from .bus import Bus, InvalidPayload, make_bus, parse_payload, valid_channel
+from .bus import Bus, BusUnavailable, InvalidPayload, make_bus, parse_payload, valid_channel
 from .config import Config
 from .errors import ApiError
 from .longpoll import handle_poll, parse_cursor
@@ -68,6 +68,10 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
         return exc.response()
+
+    @app.errorhandler(BusUnavailable)
+    def bus_unavailable(exc: BusUnavailable) -> Response:
+        return ApiError(503, "bus_unavailable", str(exc)).response()
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

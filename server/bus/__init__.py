@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Bus, BusClosed, Waiter
+from .base import Bus, BusClosed, BusUnavailable, Waiter
 from .core import Batch, ChannelLog, Event, Gap, InvalidPayload, Reset, Window, parse_payload, valid_channel
 from .memory import MemoryBus
 
@@ -18,6 +18,7 @@ __all__ = [
     "Batch",
     "Bus",
     "BusClosed",
+    "BusUnavailable",
     "ChannelLog",
     "Event",
     "Gap",

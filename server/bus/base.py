@@ -21,7 +21,7 @@ from typing import Protocol
 
 from .core import Batch, Event
 
-__all__ = ["Bus", "BusClosed", "Waiter", "WaiterSet", "notify"]
+__all__ = ["Bus", "BusClosed", "BusUnavailable", "Waiter", "WaiterSet", "notify"]
 
 
 class Waiter(Protocol):
@@ -47,6 +47,10 @@ def notify(waiters: Iterable[Waiter], event: Event | None) -> None:
 
 class BusClosed(RuntimeError):
     """The bus is shutting down; held requests must answer now."""
+
+
+class BusUnavailable(RuntimeError):
+    """The bus's backing service cannot be reached (the Redis bus's Redis)."""
 
 
 class WaiterSet:

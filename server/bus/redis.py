@@ -71,7 +71,7 @@ from typing import Any
 
 import redis
 
-from .base import Bus
+from .base import Bus, BusUnavailable
 from .core import Batch, ChannelLog, Event, Window, event_parts
 
 __all__ = ["RedisBus", "RedisUnavailable"]
@@ -99,7 +99,7 @@ READ_ATTEMPTS = 8
 """Snapshots a read may take when history moves under it (two suffice unless trimming races it)."""
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(BusUnavailable):
     """Redis cannot be reached: the Redis bus cannot publish or read."""
 
 

@@ -275,3 +275,21 @@ def receive_ts(http: httpx.Client, channel: str) -> int:
     assert [e["seq"] for e in events] == [1]
     ts: int = events[0]["ts"]
     return ts
+
+
+@pytest.mark.redis
+def test_redis_going_away_is_a_503_naming_the_bus() -> None:
+    from tests.support import run_redis
+
+    with run_redis() as url:
+        app = create_app(Config(bus="redis", redis_url=url))
+        client = app.test_client()
+        assert client.post("/channels/r/events", data=b"1").status_code == 201
+    # redis-server is stopped now
+    answer = client.post("/channels/r/events", data=b"2")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "bus_unavailable"
+    answer = client.get("/channels/r/poll?after=0&timeout=0")
+    assert answer.status_code == 503
+    assert answer.get_json()["error"] == "bus_unavailable"
+    lab_of(app).bus.close()
