@@ -186,10 +186,15 @@ class DirectionMeter:
     chunks: int = 0
     head_bytes: int = 0
     head: HeadState = "pending"
+    sample_limit: int = 0
+    """Keep this many first bytes in :attr:`sample` (0: keep none), for captures."""
+    sample: bytearray = field(default_factory=bytearray)
     _tail: bytes = b""
 
     def observe(self, data: bytes) -> None:
         """Count a chunk read from the sending side."""
+        if len(self.sample) < self.sample_limit:
+            self.sample += data[: self.sample_limit - len(self.sample)]
         before = self.nbytes
         self.nbytes += len(data)
         self.chunks += 1
@@ -331,7 +336,10 @@ class _Line:
             if self.end_reset or not sink.can_write_eof():
                 sink.close()
             else:
-                sink.write_eof()
+                try:
+                    sink.write_eof()
+                except OSError:  # the receiver went away meanwhile (ENOTCONN): close instead
+                    sink.close()
         self.session.line_done()
 
     def update_reading(self) -> None:
@@ -470,8 +478,11 @@ class Relay:
         link: Link | None = None,
         listen: tuple[str, int] = ("127.0.0.1", 0),
         backlog: int = 4096,
+        sample_bytes: int = 0,
     ) -> None:
         self.upstream = upstream
+        self.sample_bytes = sample_bytes
+        """Bytes of each direction of each connection kept verbatim (:attr:`DirectionMeter.sample`)."""
         self.link = link or Link()
         self.listen = listen
         self.backlog = backlog
@@ -527,10 +538,15 @@ class Relay:
     def _accept(self) -> _Side:
         """Protocol factory of the listening socket: a new session, its client side."""
         conn = _Connection(id=len(self._connections), peer="?", opened=time.time())
+        conn.up.sample_limit = conn.down.sample_limit = self.sample_bytes
         self._connections.append(conn)
         session = _Session(self, conn)
         self._live.add(session)
         return session.client
+
+    def samples(self) -> list[tuple[bytes, bytes]]:
+        """``(up, down)`` first bytes of every connection so far, with ``sample_bytes`` set."""
+        return [(bytes(c.up.sample), bytes(c.down.sample)) for c in self._connections]
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
