@@ -35,7 +35,7 @@ from typing import IO, Any
 import httpx
 import psutil
 
-from bench.fleet import FleetConfig, merge_reports
+from bench.fleet import FleetConfig, merge_reports, saturation_reasons
 from bench.floor import FloorProcess
 from bench.publisher import PublishPlan
 from bench.relay import Link, RelayProcess
@@ -386,6 +386,9 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             reports.append(fleet.recv(READY_TIMEOUT_S)["report"])
         mark("fleet reports in")
     merged = merge_reports(reports)
+    if scenario.idle:
+        # Nothing latency-like is measured when idle; a loop-lag spike (every hold ending at once) is no reason.
+        merged["reasons"] = saturation_reasons(merged["cpu_percent"], [])
     merged["expected"] = sum(int((pub_report or {}).get("measured", {}).get(ch, 0)) for ch in channels)
     merged["window_stats"] = _diff_stats([d["stats"] for d in drained], window_stats0)
     if pub_report is not None and pub_report["errors"]:
