@@ -3,9 +3,10 @@
 Benchmark layer. One fleet process (``python -m bench.fleet CONFIG_JSON``) is
 one asyncio loop running many subscribers of one transport (``longpoll``,
 ``websocket``, ``polling`` from :mod:`clients`, or ``floor``: the line
-protocol of :mod:`bench.floor`), each HTTP subscriber with its own small
-keep-alive client (see :func:`_http_client` for why not one shared client),
-all through the relay's port. For every *measured* event (a payload of
+protocol of :mod:`bench.floor`), each subscriber on its own connection, all
+through the relay's port. Long-poll and polling subscribers are
+:mod:`clients`' with a bare asyncio HTTP session (see :class:`_BareHttpSession`
+for why not httpx here). For every *measured* event (a payload of
 :mod:`bench.publisher` with ``warm`` 0) it records:
 
 - end-to-end latency: receive ``monotonic_ns`` minus the payload's intended
@@ -45,15 +46,15 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import psutil
 
 from bench.publisher import parse_payload
-from clients._subscriber import Received, Subscriber, now_ns
+from clients._subscriber import Received, Subscriber, SubscriberError, now_ns
 from clients.accounting import Counters
 from clients.latency import LatencyHistogram
-from clients.longpoll import LongPollSubscriber
+from clients.longpoll import LongPollSubscriber, ServerUnavailable
 from clients.polling import PollingSubscriber
 from clients.websocket import WebSocketSubscriber
 
@@ -160,31 +161,80 @@ class FleetFloorSubscriber(Subscriber):
             writer.close()
 
 
-def _http_client() -> httpx.AsyncClient:
-    """One small HTTP client per long-poll or polling subscriber, rather than one shared by the process.
+class _BareHttpSession(LongPollSubscriber):
+    """The long-poll (and polling) session over one bare asyncio HTTP/1.1 keep-alive connection.
 
-    Measured on the lab's 2 cores (10 long-poll subscribers, 20 ev/s, gevent server): one shared
-    ``httpx.AsyncClient`` gave a delivery latency p50 of 178 ms, one client each 42 to 72 ms; httpcore's
-    pool does work over all its connections at every request. ``verify=False`` (plain HTTP only) skips
-    loading CA certificates, which made each client cost ~0.2 s to create; now ~3 ms.
+    Everything but the I/O is :class:`clients.LongPollSubscriber`'s (answers, cursors, accounting,
+    reconnects, and polling's schedule in :class:`FleetPollingSubscriber`). Why not httpx in the fleet:
+    on the lab's 2 cores, httpx's per-request CPU (about 1.5 ms a request) saturated the fleet at 100
+    long-polling subscribers, so the numbers measured the clients; the lab's own server answers with
+    ``Content-Length`` and keep-alive, which is all this reads.
     """
-    return httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        timeout=httpx.Timeout(30.0, connect=10.0),
-        verify=False,
-        trust_env=False,
-    )
 
+    retry_on = (OSError, EOFError, ServerUnavailable, asyncio.LimitOverrunError, TimeoutError)  # type: ignore[assignment]
 
-def _make_subscriber(
-    config: FleetConfig, channel: str, client: httpx.AsyncClient | None, on_event: Callable[[Received], None]
-) -> Subscriber:
-    if config.transport == "longpoll":
-        return LongPollSubscriber(config.url, channel, timeout=config.poll_timeout_s, client=client, on_event=on_event)
-    if config.transport == "polling":
-        return PollingSubscriber(
-            config.url, channel, interval=config.poll_interval_s or 1.0, client=client, on_event=on_event
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        await Subscriber.run(self, stop)  # no httpx client to open
+
+    async def _session(self) -> None:
+        url = urlsplit(self._url)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stats.connections += 1
+        request = b"GET %s?after=%%d&timeout=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
+            url.path.encode("ascii"),
+            f"{self.timeout:g}".encode(),
+            host.encode("ascii"),
+            port,
         )
+        patience = self.timeout + 10.0
+        try:
+            while True:
+                await self._before_poll()
+                writer.write(request % self.tracker.cursor)
+                async with asyncio.timeout(patience):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    status_line, _, headers = head.partition(b"\r\n")
+                    length, close = 0, status_line.startswith(b"HTTP/1.0")
+                    for line in headers.split(b"\r\n"):
+                        name, _, value = line.partition(b":")
+                        name = name.strip().lower()
+                        if name == b"content-length":
+                            length = int(value)
+                        elif name == b"connection" and value.strip().lower() == b"close":
+                            close = True
+                    body = await reader.readexactly(length)
+                recv_ns, recv_mono_ns = now_ns()
+                self.stats.requests += 1
+                self.stats.payload_bytes += len(body)
+                status = int(status_line.split()[1])
+                if status >= 500:
+                    raise ServerUnavailable(f"poll -> {status} {body[:200]!r}")
+                if status != 200:
+                    raise SubscriberError(f"poll -> {status} {body[:200]!r}")
+                self._on_answer(json.loads(body), recv_ns, recv_mono_ns)
+                if close:
+                    return
+        finally:
+            writer.close()
+
+
+class FleetLongPollSubscriber(_BareHttpSession):
+    """:class:`clients.LongPollSubscriber` with the fleet's bare HTTP session."""
+
+
+class FleetPollingSubscriber(_BareHttpSession, PollingSubscriber):
+    """:class:`clients.PollingSubscriber` (fixed-interval ``timeout=0`` polls) with the fleet's bare HTTP session."""
+
+
+def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Received], None]) -> Subscriber:
+    if config.transport == "longpoll":
+        return FleetLongPollSubscriber(config.url, channel, timeout=config.poll_timeout_s, on_event=on_event)
+    if config.transport == "polling":
+        return FleetPollingSubscriber(config.url, channel, interval=config.poll_interval_s or 1.0, on_event=on_event)
     if config.transport == "websocket":
         return WebSocketSubscriber(config.url, channel, compression=config.compression, on_event=on_event)
     if config.transport == "floor":
@@ -249,9 +299,7 @@ async def run_fleet(config: FleetConfig) -> dict[str, Any]:
     stop = asyncio.Event()
     lag = [LatencyHistogram()]
     process = psutil.Process(os.getpid())
-    http = config.transport in ("longpoll", "polling")
-    clients = [_http_client() if http else None for _ in config.channels]
-    subs = [_make_subscriber(config, ch, c, recorder.on_event) for ch, c in zip(config.channels, clients, strict=True)]
+    subs = [_make_subscriber(config, ch, recorder.on_event) for ch in config.channels]
     tasks = [asyncio.create_task(s.run(stop)) for s in subs]
     helpers = [asyncio.create_task(_ticker(lag, stop))]
     if config.throttle > 0:
@@ -298,9 +346,6 @@ async def run_fleet(config: FleetConfig) -> dict[str, Any]:
             helper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await helper
-        for c in clients:
-            if c is not None:
-                await c.aclose()
     counters = Counters.total(s.tracker.finish(last_published.get(s.channel)) for s in subs)
     errors = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
     return {

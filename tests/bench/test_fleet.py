@@ -18,11 +18,11 @@ from bench.fleet import (
     saturation_reasons,
 )
 from bench.floor import FloorProcess, FloorPublisher
-from bench.publisher import make_payload
+from bench.publisher import HttpPublishPool, make_payload
 from bench.runner import LineProcess, _config_dict
 from clients._subscriber import Received
 from clients.latency import LatencyHistogram
-from tests.support import UNIT
+from tests.support import UNIT, run_server
 
 
 def report(values: list[int], counters: dict[str, int], cpu: float, lag_us: list[int]) -> dict[str, Any]:
@@ -159,3 +159,44 @@ def test_throttled_fleet_process_is_flagged_saturated(tmp_path: Path) -> None:
     assert merged["delivered_measured"] == 38
     assert merged["reasons"], merged
     assert all("process 0" in reason for reason in merged["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("runtime", "transport"), [("werkzeug", "longpoll"), ("gevent", "longpoll"), ("gevent", "polling")]
+)
+def test_fleet_http_sessions_count_every_event_exactly(tmp_path: Path, runtime: str, transport: str) -> None:
+    """The fleet's bare HTTP session (long poll, polling) against the real server: every event once, in order."""
+    with run_server(runtime) as server, (tmp_path / "fleet.log").open("wb") as log:
+        fleet = LineProcess(["-m", "bench.fleet"], log)
+        try:
+            config = FleetConfig(transport, server.url, ["a", "b", "a"], poll_timeout_s=2.0, poll_interval_s=0.05)
+            fleet.send(_config_dict(config))
+            assert fleet.recv(30 * UNIT)["ready"] is True
+
+            async def publish() -> dict[str, int]:
+                pool = HttpPublishPool("127.0.0.1", server.port, connections=2)
+                await pool.connect()
+                last: dict[str, int] = {}
+                try:
+                    for i in range(30):
+                        channel = "ab"[i % 2]
+                        last[channel] = await pool.publish(channel, make_payload(i, time.monotonic_ns(), i < 2, 40))
+                        await asyncio.sleep(0.01)
+                finally:
+                    await pool.close()
+                return last
+
+            last = asyncio.run(publish())
+            fleet.send({"cmd": "drain", "last_seq": last, "timeout": 30 * UNIT})
+            assert fleet.recv(60 * UNIT)["drained"] is True
+            fleet.send({"cmd": "stop"})
+            merged = merge_reports([fleet.recv(30 * UNIT)["report"]])
+        finally:
+            fleet.stop()
+    # 15 events per channel; events 0 (on a) and 1 (on b) are warm-up. Channel a has two subscribers, b one.
+    assert last == {"a": 15, "b": 15}
+    assert merged["counters"]["delivered"] == 2 * 15 + 15
+    assert merged["delivered_measured"] == 2 * 14 + 14
+    c = merged["counters"]
+    assert c["missing"] == c["duplicate"] == c["out_of_order"] == c["gaps"] == c["resets"] == 0
+    assert merged["stats"]["requests"] > 0 and merged["errors"] == []
