@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from bench.floor import FloorSubscriber
 from bench.publisher import parse_payload
 from clients._subscriber import Received, Subscriber, SubscriberError, now_ns
 from clients.accounting import Counters
@@ -62,7 +63,6 @@ __all__ = [
     "CPU_SATURATED_PERCENT",
     "LOOP_LAG_SATURATED_MS",
     "FleetConfig",
-    "FleetFloorSubscriber",
     "FleetRecorder",
     "merge_reports",
     "saturation_reasons",
@@ -130,35 +130,6 @@ class FleetRecorder:
         self.delivered += 1
         self.end_to_end.record_us((event.recv_mono_ns - intended_mono_ns) / 1000)
         self.delivery.record_us((event.recv_ns - event.ts) / 1000)
-
-
-class FleetFloorSubscriber(Subscriber):
-    """A subscriber of the loopback floor (``SUB <channel> <after>``, one event per line)."""
-
-    transport = "floor"
-    retry_on = (OSError, asyncio.IncompleteReadError, EOFError)
-
-    def __init__(self, host: str, port: int, channel: str, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self.host = host
-        self.port = port
-
-    async def _session(self) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 22)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.stats.connections += 1
-        try:
-            writer.write(b"SUB %s %d\n" % (self.channel.encode("ascii"), self.tracker.cursor))
-            while line := await reader.readline():
-                recv_ns, recv_mono_ns = now_ns()
-                self.stats.frames += 1
-                self.stats.payload_bytes += len(line)
-                self._on_message(json.loads(line), recv_ns, recv_mono_ns)
-            raise EOFError("the floor server closed the connection")
-        finally:
-            writer.close()
 
 
 class _BareHttpSession(LongPollSubscriber):
@@ -239,7 +210,7 @@ def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Rece
         return WebSocketSubscriber(config.url, channel, compression=config.compression, on_event=on_event)
     if config.transport == "floor":
         host, _, port = config.url.removeprefix("floor://").partition(":")
-        return FleetFloorSubscriber(host, int(port), channel, on_event=on_event)
+        return FloorSubscriber(host, int(port), channel, on_event=on_event)
     raise ValueError(f"unknown transport {config.transport!r}")
 
 

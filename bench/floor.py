@@ -61,6 +61,14 @@ class FloorServer:
         self.channels: dict[str, ChannelLog] = {}
         self.subscribers: defaultdict[str, set[asyncio.BaseTransport]] = defaultdict(set)
         self.delivered = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+        """Open connections, closed at shutdown so their handlers end on EOF, not on cancellation."""
+
+    async def close_connections(self) -> None:
+        for writer in list(self.writers):
+            writer.close()
+        while self.writers:
+            await asyncio.sleep(0.01)
 
     def _log(self, channel: str) -> ChannelLog:
         log = self.channels.get(channel)
@@ -77,6 +85,7 @@ class FloorServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         subscribed: str | None = None
         transport = writer.transport
+        self.writers.add(writer)
         try:
             while line := await reader.readline():
                 verb, _, rest = line.rstrip(b"\r\n").partition(b" ")
@@ -100,6 +109,7 @@ class FloorServer:
         finally:
             if subscribed is not None:
                 self.subscribers[subscribed].discard(transport)
+            self.writers.discard(writer)
             writer.close()
 
     def _publish(self, channel: str, body: bytes) -> bytes:
@@ -129,6 +139,8 @@ async def serve(host: str, port: int) -> None:
     print(json.dumps({"port": server.sockets[0].getsockname()[1], "pid": os.getpid()}), flush=True)
     async with server:
         await stop.wait()
+        server.close()
+        await asyncio.wait_for(floor.close_connections(), 5)
 
 
 class FloorPublisher:

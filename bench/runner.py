@@ -520,6 +520,7 @@ def run_profile(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bench.capture import write_capture
     from bench.relay import measure_overhead
     from bench.results import result_file_name, run_dir_name, update_latest, write_json
 
@@ -537,6 +538,11 @@ def run_profile(
     console.print(f"[bold]{profile.name}[/bold]: {len(runs)} runs of {len(scenarios)} scenarios -> {run_dir}")
     console.print("measuring the relay's own cost ...")
     meta = run_meta(profile.name, command, started_utc, measure_overhead(samples=1000, bulk_bytes=4 << 20))
+    console.print("capturing one long poll and one WebSocket session byte for byte ...")
+    try:
+        write_capture(run_dir)
+    except (OSError, RuntimeError, ValueError, TimeoutError) as exc:  # the numbers do not depend on it
+        console.print(f"[yellow]no capture.json[/yellow]: {exc!r}")
     validate = _validator()
     files: list[str] = []
     results: list[dict[str, Any]] = []
