@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -13,22 +10,14 @@ import pytest
 
 from bench.scenarios import load_profile
 from bench.schema import validate_meta, validate_result
-from tests.support import ROOT, UNIT
 
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
-    report = importlib.util.find_spec("bench.report") is not None
-    cmd = [sys.executable, "-m", "bench", "run", "--profile", "smoke", "--out", str(tmp_path)]
-    done = subprocess.run(
-        [*cmd, *([] if report else ["--no-report"])], cwd=ROOT, capture_output=True, text=True, timeout=300 * UNIT
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    latest = tmp_path / "latest"
-    assert latest.is_symlink()
-    run = latest.resolve()
-    assert run.parent == (tmp_path / "runs").resolve() and run.name.endswith("-smoke")
+def test_smoke_profile_end_to_end(smoke_run: Path) -> None:
+    run = smoke_run
+    assert run.parent.parent.joinpath("latest").resolve() == run
+    assert run.name.endswith("-smoke")
 
     meta = json.loads((run / "meta.json").read_text())
     validate_meta(meta)
@@ -58,6 +47,8 @@ def test_smoke_profile_end_to_end(tmp_path: Path) -> None:
             assert c["expected"] > 0 and result["latency"]["end_to_end"]["count"] == c["delivered"]
         transports.add(result["scenario"]["transport"])
     assert transports == {"longpoll", "websocket", "polling", "floor"}
-    if report:
-        assert (run / "REPORT.md").is_file()
+    assert (run / "REPORT.md").is_file()
+    assert sorted((run / "charts").glob("*.png"))
+    capture = json.loads((run / "capture.json").read_text())
+    assert capture["longpoll_request"].startswith("GET ") and capture["websocket_response"].startswith("HTTP/1.1 101")
     assert psutil.Process().children(recursive=True) == []
