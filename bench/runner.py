@@ -197,7 +197,10 @@ class ServerHandle:
         """``GET /stats`` (empty for the floor)."""
         if not self.http:
             return {}
-        result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=10).json()
+        try:
+            result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/stats", timeout=10).json()
+        except httpx.HTTPError as exc:  # e.g. every gthread thread held by a long poll
+            raise RunError(f"the server's /stats did not answer ({exc!r}): is every worker thread busy?") from exc
         return result
 
 
