@@ -8,6 +8,7 @@ machine makes tests slower, not flaky. Nothing here asserts a timing.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -18,8 +19,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import simple_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = 1.0 * float(os.environ.get("LAB_TEST_TIMEOUT_SCALE", "1"))
@@ -151,3 +154,31 @@ def _pings(client: object) -> bool:
         return bool(client.ping())  # type: ignore[attr-defined]
     except Exception:
         return False
+
+
+class WsClient(simple_websocket.Client):  # type: ignore[misc]
+    """simple-websocket's client, minus one race.
+
+    Its handshake reads the 101 answer and hands the rest of that read to
+    wsproto, but the frames in it (a catch-up sent right after the 101) are
+    only parsed on the next read, which may never come. Parse them now.
+    """
+
+    def handshake(self) -> None:
+        super().handshake()
+        self._handle_events()
+
+
+def ws_connect(url: str, **kwargs: Any) -> WsClient:
+    client: WsClient = WsClient.connect(url, **kwargs)
+    return client
+
+
+def receive_json(ws: WsClient, n: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
+    """The next ``n`` messages, parsed; fails if one does not come in time."""
+    out = []
+    for _ in range(n):
+        text = ws.receive(timeout=timeout)
+        assert text is not None, f"timed out after {len(out)} of {n} messages: {out[-3:]}"
+        out.append(json.loads(text))
+    return out

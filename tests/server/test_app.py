@@ -18,8 +18,7 @@ from flask.testing import FlaskClient
 
 from server.app import create_app, lab_of
 from server.config import Config
-from tests.server.test_websocket import receive_json, ws_connect
-from tests.support import UNIT, ServerProcess, run_server
+from tests.support import UNIT, ServerProcess, receive_json, run_server, ws_connect
 
 MAX_BODY = 1000
 """LAB_MAX_BODY of the real server below."""

@@ -21,8 +21,7 @@ from simple_websocket import ConnectionClosed
 
 from server.config import Config
 from server.runtimes import RUNTIMES, ServeOptions, serve
-from tests.server.test_websocket import ws_connect
-from tests.support import UNIT, run_server, wait_until
+from tests.support import UNIT, run_server, wait_until, ws_connect
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

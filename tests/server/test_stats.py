@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from server.stats import TRANSPORTS, Stats
-from tests.server.test_websocket import receive_json, ws_connect
-from tests.support import UNIT, run_server, wait_until
+from tests.support import UNIT, receive_json, run_server, wait_until, ws_connect
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 The clients here are simple-websocket's and wsproto's own, not the lab's
 ``clients/`` package, so they also check docs/protocol.md independently.
-A few helpers (:class:`WsClient`, :func:`receive_json`, :func:`close_of`)
-are shared with test_contract.py and test_runtimes.py.
+The synchronous WebSocket test client (:class:`tests.support.WsClient`) is
+shared with the other server tests.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import simple_websocket
 from simple_websocket import ConnectionClosed
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -25,38 +24,10 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
 from server.websocket import text_frame
-from tests.support import UNIT, ServerProcess, run_server
+from tests.support import UNIT, ServerProcess, WsClient, receive_json, run_server, ws_connect
 
 MAX_MESSAGE = 1000
 """--ws-max-message of the module's server."""
-
-
-class WsClient(simple_websocket.Client):  # type: ignore[misc]
-    """simple-websocket's client, minus one race.
-
-    Its handshake reads the 101 answer and hands the rest of that read to
-    wsproto, but the frames in it (a catch-up sent right after the 101) are
-    only parsed on the next read, which may never come. Parse them now.
-    """
-
-    def handshake(self) -> None:
-        super().handshake()
-        self._handle_events()
-
-
-def ws_connect(url: str, **kwargs: Any) -> WsClient:
-    client: WsClient = WsClient.connect(url, **kwargs)
-    return client
-
-
-def receive_json(ws: WsClient, n: int, timeout: float = 10 * UNIT) -> list[dict[str, Any]]:
-    """The next ``n`` messages, parsed; fails if one does not come in time."""
-    out = []
-    for _ in range(n):
-        text = ws.receive(timeout=timeout)
-        assert text is not None, f"timed out after {len(out)} of {n} messages: {out[-3:]}"
-        out.append(json.loads(text))
-    return out
 
 
 def close_of(ws: WsClient, timeout: float = 10 * UNIT) -> tuple[int, str, list[Any]]:
