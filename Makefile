@@ -6,18 +6,25 @@ PY      = $(BIN)/python
 PROFILE ?= quick
 RUN    ?= results/latest
 
-.PHONY: help install lint types test serve bench report notebook demo clean
+.PHONY: help install install-run lint types test serve bench report notebook demo clean
 
 help: ## this menu
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml
+# Two stamps: running the lab needs only its runtime dependencies (quick to
+# install on a fresh machine); tests, linters and the notebook need the dev extra.
+$(BIN)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(BIN)/.installed-run
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 install: $(BIN)/.installed ## create .venv and install the lab with its dev tools
+install-run: $(BIN)/.installed-run ## create .venv with the runtime dependencies only (what bench, serve, demo, report need)
 
 lint: install ## ruff: style and common bugs
 	$(BIN)/ruff check server clients bench notebooks tests
@@ -29,19 +36,19 @@ types: install ## mypy --strict on server, clients, bench
 test: install ## the test suite (what CI runs)
 	$(PY) -m pytest
 
-serve: install ## the server on http://127.0.0.1:8000 (RUNTIME=werkzeug|gthread|gevent)
+serve: install-run ## the server on http://127.0.0.1:8000 (RUNTIME=werkzeug|gthread|gevent)
 	$(PY) -m server --runtime $(or $(RUNTIME),gevent)
 
-bench: install ## run the benchmark profile PROFILE (default quick), then write the report
+bench: install-run ## run the benchmark profile PROFILE (default quick), then write the report
 	$(PY) -m bench run --profile $(PROFILE)
 
-report: install ## regenerate charts and REPORT.md of RUN (default results/latest) from raw files
+report: install-run ## regenerate charts and REPORT.md of RUN (default results/latest) from raw files
 	$(PY) -m bench report $(RUN)
 
 notebook: install ## re-execute notebooks/long-polling-vs-websocket.ipynb in place
 	$(PY) -m notebooks.execute
 
-demo: install ## the live side-by-side demo page on http://127.0.0.1:8000/
+demo: install-run ## the live side-by-side demo page on http://127.0.0.1:8000/
 	$(PY) -m server --runtime gevent
 
 clean: ## remove the virtual environment and caches (keeps results/)
