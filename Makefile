@@ -9,7 +9,7 @@ RUN    ?= results/latest
 .PHONY: help install install-run lint types test serve bench report notebook demo clean
 
 help: ## this menu
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # Two stamps: running the lab needs only its runtime dependencies (quick to
 # install on a fresh machine); tests, linters and the notebook need the dev extra.
