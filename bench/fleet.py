@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from bench._http import read_response
 from bench.floor import FloorSubscriber
 from bench.publisher import parse_payload
 from clients._subscriber import Received, Subscriber, SubscriberError, now_ns
@@ -167,21 +168,10 @@ class _BareHttpSession(LongPollSubscriber):
                 await self._before_poll()
                 writer.write(request % self.tracker.cursor)
                 async with asyncio.timeout(patience):
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    status_line, _, headers = head.partition(b"\r\n")
-                    length, close = 0, status_line.startswith(b"HTTP/1.0")
-                    for line in headers.split(b"\r\n"):
-                        name, _, value = line.partition(b":")
-                        name = name.strip().lower()
-                        if name == b"content-length":
-                            length = int(value)
-                        elif name == b"connection" and value.strip().lower() == b"close":
-                            close = True
-                    body = await reader.readexactly(length)
+                    status, body, close = await read_response(reader)
                 recv_ns, recv_mono_ns = now_ns()
                 self.stats.requests += 1
                 self.stats.payload_bytes += len(body)
-                status = int(status_line.split()[1])
                 if status >= 500:
                     raise ServerUnavailable(f"poll -> {status} {body[:200]!r}")
                 if status != 200:

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench._http import read_response
 from bench.floor import FloorPublisher
 from clients.latency import LatencyHistogram
 
@@ -212,21 +213,10 @@ class HttpPublishPool:
                 b"Content-Length: %d\r\n\r\n%s"
                 % (channel.encode("ascii"), self.host.encode("ascii"), self.port, len(body), body)
             )
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, _, headers = head.partition(b"\r\n")
-            length, close = 0, status_line.startswith(b"HTTP/1.0")
-            for line in headers.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                name = name.strip().lower()
-                if name == b"content-length":
-                    length = int(value)
-                elif name == b"connection" and value.strip().lower() == b"close":
-                    close = True
-            answer = await reader.readexactly(length)
+            status, answer, close = await read_response(reader)
             if close:
                 writer.close()
                 conn = None
-            status = int(status_line.split()[1])
             if status != 201:
                 raise ValueError(f"publish answered {status}: {answer[:200]!r}")
             return int(json.loads(answer)["seq"])
