@@ -7,6 +7,7 @@ module level, so tests build as many independent apps as they like.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -133,7 +134,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify(status="ok", bus=lab.bus.name, runtime=config.runtime, pid=lab.stats.snapshot()["pid"])
+        return jsonify(status="ok", bus=lab.bus.name, runtime=config.runtime, pid=os.getpid())
 
     @app.get("/stats")
     def stats() -> Response:
