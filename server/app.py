@@ -106,8 +106,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         except InvalidPayload as exc:
             raise ApiError(400, "bad_json", str(exc)) from None
         event = lab.bus.publish(channel, data)
-        lab.stats.request("publish")
-        lab.stats.published()
+        lab.stats.published(via_http=True)
         return jsonify(channel=channel, seq=event.seq, ts=event.ts), 201
 
     @app.get("/channels/<channel>/poll")

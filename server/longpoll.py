@@ -85,6 +85,5 @@ def handle_poll(bus: Bus, stats: Stats, config: Config, channel: str) -> Respons
     finally:
         stats.connect("longpoll", -1)
     body = encode_batch(channel, batch)
-    stats.request("longpoll")
-    stats.sent("longpoll", len(batch.events), len(body))
+    stats.answered("longpoll", len(batch.events), len(body))
     return Response(body, 200, mimetype="application/json", headers={"Cache-Control": "no-store"})

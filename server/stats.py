@@ -52,21 +52,23 @@ class Stats:
             self.bytes_sent[transport] += session.bytes_sent
 
     def connect(self, transport: str, delta: int = 1) -> None:
+        """A held request started (``delta`` 1) or ended (-1)."""
         with self._lock:
             self.connections[transport] += delta
 
-    def sent(self, transport: str, events: int, nbytes: int) -> None:
+    def answered(self, transport: str, events: int, nbytes: int) -> None:
+        """A request was answered with ``events`` events in ``nbytes`` bytes (one lock for all three counters)."""
         with self._lock:
+            self.requests[transport] += 1
             self.delivered[transport] += events
             self.bytes_sent[transport] += nbytes
 
-    def request(self, kind: str) -> None:
-        with self._lock:
-            self.requests[kind] += 1
-
-    def published(self) -> None:
+    def published(self, via_http: bool = False) -> None:
+        """One event published (``via_http``: by ``POST /events``, which also counts a request)."""
         with self._lock:
             self.events_published += 1
+            if via_http:
+                self.requests["publish"] += 1
 
     def snapshot(self) -> dict[str, Any]:
         cpu = self._process.cpu_times()

@@ -35,20 +35,20 @@ def test_a_new_snapshot_is_all_zero() -> None:
 
 def test_counters_add_up() -> None:
     stats = Stats()
-    stats.connect("longpoll")
-    stats.connect("longpoll")
-    stats.connect("longpoll", -1)
-    stats.sent("longpoll", 3, 300)
-    stats.sent("longpoll", 0, 80)
-    stats.request("longpoll")
-    stats.request("publish")
-    stats.published()
+    for _ in range(4):
+        stats.connect("longpoll")
+    for _ in range(3):
+        stats.connect("longpoll", -1)
+    stats.answered("longpoll", 3, 300)
+    stats.answered("longpoll", 0, 80)  # a timed-out hold
+    stats.published(via_http=True)
+    stats.published()  # over a WebSocket: no HTTP request
     snap = stats.snapshot()
     assert snap["connections"] == {"longpoll": 1, "websocket": 0}
     assert snap["delivered"] == {"longpoll": 3, "websocket": 0}
     assert snap["bytes_sent"] == {"longpoll": 380, "websocket": 0}
-    assert snap["requests"] == {"longpoll": 1, "publish": 1}
-    assert snap["events_published"] == 1
+    assert snap["requests"] == {"longpoll": 2, "publish": 1}
+    assert snap["events_published"] == 2
 
 
 def test_live_sessions_are_summed_in_and_kept_after_they_end() -> None:
@@ -79,8 +79,10 @@ def test_counters_are_exact_under_threads() -> None:
 
     def work() -> None:
         for _ in range(2000):
-            stats.sent("longpoll", 1, 2)
-            stats.published()
+            stats.connect("longpoll")
+            stats.connect("longpoll", -1)
+            stats.answered("longpoll", 1, 2)
+            stats.published(via_http=True)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -93,6 +95,8 @@ def test_counters_are_exact_under_threads() -> None:
         16000,
         8000,
     )
+    assert snap["connections"]["longpoll"] == 0
+    assert snap["requests"] == {"longpoll": 8000, "publish": 8000}
 
 
 def test_stats_route_counts_websocket_traffic() -> None:
