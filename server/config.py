@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-__all__ = ["Config"]
+__all__ = ["RUNTIMES", "Config"]
 
 MiB = 1 << 20
+RUNTIMES = ("werkzeug", "gthread", "gevent")
+"""The servers ``python -m server --runtime`` can run on (server/runtimes.py); the benchmark's scenarios name them."""
 
 
 def _bool(text: str) -> bool:

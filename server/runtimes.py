@@ -29,11 +29,10 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app, lab_of
-from .config import Config
+from .config import RUNTIMES, Config
 
 __all__ = ["RUNTIMES", "ServeOptions", "serve"]
 
-RUNTIMES = ("werkzeug", "gthread", "gevent")
 
 
 @dataclass(frozen=True, slots=True)
