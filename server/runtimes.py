@@ -34,7 +34,6 @@ from .config import RUNTIMES, Config
 __all__ = ["RUNTIMES", "ServeOptions", "serve"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     """How to listen and with how many workers, threads and connections."""
