@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import cast
 
 from flask import Flask, Response, jsonify, request
 from flask_sock import Sock
@@ -18,9 +19,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from .bus import Bus, BusUnavailable, InvalidPayload, make_bus, parse_payload, valid_channel
+from .capacity import CLOSE_TRY_AGAIN_LATER, Gate
 from .config import Config
 from .errors import ApiError
 from .longpoll import handle_poll, parse_cursor
+from .security import CLOSE_FORBIDDEN, MAY_PUBLISH, PublishForbidden, ReadOnlyBus
+from .security import install as install_security
 from .stats import Stats
 from .websocket import WebSocketSession
 
@@ -39,6 +43,8 @@ class Lab:
     config: Config
     bus: Bus
     stats: Stats
+    gate: Gate = field(default_factory=lambda: Gate(None, {"longpoll": None, "websocket": None}))
+    """Held connections against their limits (server/capacity.py)."""
 
 
 def lab_of(app: Flask) -> Lab:
@@ -56,7 +62,7 @@ def _channel(name: str) -> str:
 def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     """Build the lab's Flask app. ``bus`` overrides the one ``config`` names."""
     config = config or Config.from_env()
-    lab = Lab(config, bus or make_bus(config), Stats())
+    lab = Lab(config, bus or make_bus(config), Stats(), Gate.from_config(config))
     app = Flask(__name__)
     app.extensions["lab"] = lab
     app.config["MAX_CONTENT_LENGTH"] = config.max_body
@@ -65,6 +71,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         "max_message_size": config.ws_max_message,
     }
     sock = Sock(app)
+    install_security(app, config)  # first hook: a refused request reaches nothing else
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
@@ -111,14 +118,27 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
 
     @app.get("/channels/<channel>/poll")
     def poll(channel: str) -> Response:
-        return handle_poll(lab.bus, lab.stats, config, _channel(channel))
+        with lab.gate.hold("longpoll"):
+            return handle_poll(lab.bus, lab.stats, config, _channel(channel))
 
     @sock.route("/channels/<channel>/ws", endpoint=WS_ENDPOINT)  # type: ignore[untyped-decorator]
     def websocket(ws: Server, channel: str) -> None:
+        if not lab.gate.try_acquire("websocket"):
+            ws.close(CLOSE_TRY_AGAIN_LATER, "at capacity: try again later")
+            return
+        try:
+            _websocket(ws, channel)
+        except PublishForbidden as exc:
+            ws.close(CLOSE_FORBIDDEN, f"forbidden: {exc}"[:120])
+        finally:
+            lab.gate.release("websocket")
+
+    def _websocket(ws: Server, channel: str) -> None:
+        bus = lab.bus if request.environ.get(MAY_PUBLISH, True) else cast(Bus, ReadOnlyBus(lab.bus))
         offered = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
         WebSocketSession(
             ws,
-            lab.bus,
+            bus,
             lab.stats,
             channel,
             parse_cursor(request.args.get("after")),

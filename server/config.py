@@ -46,12 +46,32 @@ class Config:
     """Largest hold a client may ask for (RFC 6202 section 5.5)."""
     max_body: int = MiB
     """Largest publish body, bytes."""
-    ws_ping_interval: float | None = None
+    ws_ping_interval: float | None = 25.0
     """Server WebSocket pings every N seconds; ``None`` or 0: no pings."""
     ws_max_message: int = MiB
     """Largest client WebSocket message, bytes."""
     ws_compression: bool = False
     """Allow permessage-deflate when a client offers it."""
+    history_bytes: int = 8 * MiB
+    """Largest history per channel, bytes of stored events (the newest event is always kept)."""
+    channel_ttl: float | None = 900.0
+    """Seconds without a publish after which a channel's history is dropped; ``None``: never."""
+    allowed_origins: str = ""
+    """Comma-separated origins a browser may connect from; empty: this server's own and loopback; ``*``: any."""
+    allowed_hosts: str = ""
+    """Comma-separated names the ``Host`` header may carry; empty: loopback names; ``*``: any."""
+    publish_token: str = ""
+    """Bearer token required to publish; empty: none."""
+    subscribe_token: str = ""
+    """Bearer token required to poll, open a WebSocket or read /stats; empty: none."""
+    max_connections: int | None = None
+    """Most held long polls and WebSockets together; ``None``: derived from the runtime at start-up."""
+    max_longpoll: int | None = None
+    """Most held long polls; ``None``: ``max_connections``."""
+    max_websocket: int | None = None
+    """Most open WebSockets; ``None``: ``max_connections``."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers (gunicorn runtimes)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -86,10 +106,24 @@ class Config:
             raise bad("poll_timeout", f"from 0 to poll_timeout_max ({self.poll_timeout_max:g})")
         if self.ws_ping_interval is not None and not 0 <= self.ws_ping_interval < float("inf"):
             raise bad("ws_ping_interval", "a number of seconds >= 0 (0, none or off: no pings)")
+        if self.history_bytes < 1:
+            raise bad("history_bytes", ">= 1")
+        if self.channel_ttl is not None and not 0 < self.channel_ttl < float("inf"):
+            raise bad("channel_ttl", "a number of seconds > 0 (0, none or off: never)")
+        for name in ("max_connections", "max_longpoll", "max_websocket"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise bad(name, ">= 0 (empty or auto: derived from the runtime)")
+        if not 0 < self.header_timeout < float("inf"):
+            raise bad("header_timeout", "a number of seconds > 0")
+        for name in ("publish_token", "subscribe_token"):
+            if any(c.isspace() or not c.isprintable() for c in getattr(self, name)):
+                raise ValueError(f"{name} (LAB_{name.upper()}) must be printable with no white space")
 
 
-_INTS = {"history", "max_batch", "max_body", "ws_max_message"}
-_FLOATS = {"poll_timeout", "poll_timeout_max"}
+_INTS = {"history", "max_batch", "max_body", "ws_max_message", "history_bytes"}
+_FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout"}
+_OPTIONAL_INTS = {"max_connections", "max_longpoll", "max_websocket"}
+_OFF = {"", "0", "none", "off"}
 
 
 def _convert(name: str, raw: str) -> Any:
@@ -98,8 +132,10 @@ def _convert(name: str, raw: str) -> Any:
             return int(raw)
         if name in _FLOATS:
             return float(raw)
-        if name == "ws_ping_interval":
-            return None if raw.strip().lower() in {"", "0", "none", "off"} else float(raw)
+        if name in ("ws_ping_interval", "channel_ttl"):
+            return None if raw.strip().lower() in _OFF else float(raw)
+        if name in _OPTIONAL_INTS:
+            return None if raw.strip().lower() in {"", "auto"} else int(raw)
         if name == "ws_compression":
             return _bool(raw)
     except ValueError as exc:

@@ -254,7 +254,7 @@ class LongPollSubscriber {
     let failures = 0;
     pane.setState("connecting", "connecting");
     while (!this.stopped) {
-      const url = `/channels/${this.channel}/poll?after=${pane.tracker.cursor}&timeout=${POLL_TIMEOUT_S}`;
+      const url = `/channels/${this.channel}/poll?after=${pane.tracker.cursor}&timeout=${POLL_TIMEOUT_S}${tokenQuery()}`;
       let body;
       try {
         const resp = await fetch(url, { signal: this.abort.signal, cache: "no-store" });
@@ -306,7 +306,9 @@ class WebSocketSubscriber {
   connect() {
     const pane = this.pane;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${scheme}//${location.host}/channels/${this.channel}/ws?after=${pane.tracker.cursor}`);
+    // A browser's WebSocket cannot send an Authorization header: the token rides in the URL.
+    const url = `${scheme}//${location.host}/channels/${this.channel}/ws?after=${pane.tracker.cursor}${tokenQuery()}`;
+    const ws = new WebSocket(url);
     this.ws = ws;
     pane.setState("connecting", "connecting");
     ws.onopen = () => {
@@ -436,6 +438,25 @@ function publishBody(text) {
 }
 
 /** The page: wires the controls to two subscribers, a chart, a publisher. */
+/**
+ * The access token (docs/security.md), when the server asks for one: typed into the page or
+ * given as `#token=...` (a fragment never reaches a server or its logs); kept for this tab only.
+ */
+let labToken = "";
+
+function loadToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.has("token")) {
+    sessionStorage.setItem("lab-token", fragment.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  labToken = sessionStorage.getItem("lab-token") || "";
+}
+
+function tokenQuery() {
+  return labToken ? `&token=${encodeURIComponent(labToken)}` : "";
+}
+
 class Demo {
   constructor() {
     this.channel = "demo";
@@ -457,6 +478,15 @@ class Demo {
   }
 
   init() {
+    loadToken();
+    const tokenInput = document.getElementById("token");
+    tokenInput.value = labToken;
+    document.getElementById("token-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      labToken = tokenInput.value.trim();
+      sessionStorage.setItem("lab-token", labToken);
+      this.subscribe(this.channel);
+    });
     const requested = new URLSearchParams(location.search).get("channel");
     const channelInput = document.getElementById("channel");
     document.getElementById("channel-form").addEventListener("submit", (e) => {
@@ -502,7 +532,10 @@ class Demo {
   async publish(body) {
     this.inFlight += 1;
     try {
-      const resp = await fetch(`/channels/${this.channel}/events`, { method: "POST", body });
+      // application/json is required (docs/security.md): a form-like body type is refused with 415.
+      const headers = { "Content-Type": "application/json" };
+      if (labToken) headers.Authorization = `Bearer ${labToken}`;
+      const resp = await fetch(`/channels/${this.channel}/events`, { method: "POST", body, headers });
       const answer = await resp.json();
       if (!resp.ok) {
         this.say(`publish refused: ${answer.error}: ${answer.detail}`, true);

@@ -21,9 +21,19 @@ def test_defaults_are_the_documented_ones() -> None:
         poll_timeout=25.0,
         poll_timeout_max=30.0,
         max_body=MiB,
-        ws_ping_interval=None,
+        ws_ping_interval=25.0,
         ws_max_message=MiB,
         ws_compression=False,
+        history_bytes=8 * MiB,
+        channel_ttl=900.0,
+        allowed_origins="",
+        allowed_hosts="",
+        publish_token="",
+        subscribe_token="",
+        max_connections=None,
+        max_longpoll=None,
+        max_websocket=None,
+        header_timeout=10.0,
     )
 
 
@@ -40,6 +50,16 @@ def test_every_variable_is_read() -> None:
         "LAB_WS_PING_INTERVAL": "12.5",
         "LAB_WS_MAX_MESSAGE": "4096",
         "LAB_WS_COMPRESSION": "1",
+        "LAB_HISTORY_BYTES": "65536",
+        "LAB_CHANNEL_TTL": "60",
+        "LAB_ALLOWED_ORIGINS": "https://app.example",
+        "LAB_ALLOWED_HOSTS": "lab.example,localhost",
+        "LAB_PUBLISH_TOKEN": "p",
+        "LAB_SUBSCRIBE_TOKEN": "s",
+        "LAB_MAX_CONNECTIONS": "50",
+        "LAB_MAX_LONGPOLL": "20",
+        "LAB_MAX_WEBSOCKET": "30",
+        "LAB_HEADER_TIMEOUT": "3",
         "UNRELATED": "x",
     }
     config = Config.from_env(env)
@@ -55,6 +75,16 @@ def test_every_variable_is_read() -> None:
         ws_ping_interval=12.5,
         ws_max_message=4096,
         ws_compression=True,
+        history_bytes=65536,
+        channel_ttl=60.0,
+        allowed_origins="https://app.example",
+        allowed_hosts="lab.example,localhost",
+        publish_token="p",
+        subscribe_token="s",
+        max_connections=50,
+        max_longpoll=20,
+        max_websocket=30,
+        header_timeout=3.0,
     )
     # One variable per field, no field without one.
     assert {"LAB_" + f.name.upper() for f in fields(Config)} == {k for k in env if k.startswith("LAB_")}
@@ -93,6 +123,13 @@ def test_ws_ping_interval_off_values(raw: str, expected: float | None) -> None:
         ("LAB_WS_PING_INTERVAL", "often", "LAB_WS_PING_INTERVAL"),
         ("LAB_WS_MAX_MESSAGE", "0", "LAB_WS_MAX_MESSAGE"),
         ("LAB_WS_COMPRESSION", "maybe", "LAB_WS_COMPRESSION"),
+        ("LAB_HISTORY_BYTES", "0", "LAB_HISTORY_BYTES"),
+        ("LAB_CHANNEL_TTL", "-1", "LAB_CHANNEL_TTL"),
+        ("LAB_CHANNEL_TTL", "inf", "LAB_CHANNEL_TTL"),
+        ("LAB_MAX_CONNECTIONS", "-1", "LAB_MAX_CONNECTIONS"),
+        ("LAB_MAX_LONGPOLL", "many", "LAB_MAX_LONGPOLL"),
+        ("LAB_HEADER_TIMEOUT", "0", "LAB_HEADER_TIMEOUT"),
+        ("LAB_PUBLISH_TOKEN", "two words", "LAB_PUBLISH_TOKEN"),
     ],
 )
 def test_bad_values_name_their_variable(name: str, raw: str, message: str) -> None:
@@ -116,3 +153,13 @@ def test_with_overrides_skips_none_and_validates() -> None:
 def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAB_HISTORY", "42")
     assert Config.from_env().history == 42
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", None), ("auto", None), ("0", 0), ("12", 12)])
+def test_connection_limits_auto_values(raw: str, expected: int | None) -> None:
+    assert Config.from_env({"LAB_MAX_CONNECTIONS": raw}).max_connections == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", None), ("off", None), ("0", None), ("30", 30.0)])
+def test_channel_ttl_off_values(raw: str, expected: float | None) -> None:
+    assert Config.from_env({"LAB_CHANNEL_TTL": raw}).channel_ttl == expected

@@ -1,0 +1,143 @@
+"""Refusal at capacity: limits on held connections, per transport and in all.
+
+A held long poll or an open WebSocket occupies what a runtime has a fixed
+number of (gthread: a thread of ``--threads``; gevent: a greenlet of
+``--connections``; any runtime: a file descriptor). Past that, new
+connections used to wait in the listen queue until their clients gave up,
+``/healthz`` and publishes with them. Now a request that would hold a
+connection past its limit is refused at once: ``503 at_capacity`` with
+``Retry-After`` and ``Connection: close`` for a long poll, close ``1013``
+(try again later) for a WebSocket. The limits are set below what the runtime
+has, so short requests (``/healthz``, publishing, refusals themselves) always
+find a thread or greenlet: :func:`derive_limit` keeps a reserve.
+
+:class:`Gate` is the counter; it knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import threading
+from collections.abc import Iterator
+
+from flask import Response
+
+from .config import Config
+from .errors import ApiError
+
+__all__ = [
+    "CLOSE_TRY_AGAIN_LATER",
+    "FD_RESERVE",
+    "RETRY_AFTER",
+    "AtCapacity",
+    "Gate",
+    "derive_limit",
+    "raise_fd_limit",
+]
+
+CLOSE_TRY_AGAIN_LATER = 1013
+"""RFC 6455 close code for a WebSocket refused at capacity."""
+
+RETRY_AFTER = 1
+"""Seconds a refused client is told to wait (``Retry-After``)."""
+
+FD_RESERVE = 64
+"""File descriptors kept for listening sockets, logs, the bus and short requests."""
+
+
+class AtCapacity(ApiError):
+    """``503 at_capacity``: the transport's limit is reached; try again after ``Retry-After``."""
+
+    def __init__(self, transport: str, limit: int) -> None:
+        super().__init__(503, "at_capacity", f"{transport} is at its limit of {limit} connections; retry later")
+
+    def response(self) -> Response:
+        resp = super().response()
+        resp.headers["Retry-After"] = str(RETRY_AFTER)
+        # The refused connection must not linger as an idle keep-alive: it
+        # would hold the very greenlet or thread the refusal frees.
+        resp.headers["Connection"] = "close"
+        return resp
+
+
+class Gate:
+    """Counts held connections per transport against their limits (``None``: no limit)."""
+
+    def __init__(self, total: int | None, per_transport: dict[str, int | None]) -> None:
+        self.total = total
+        self.limits = dict(per_transport)
+        self.held = dict.fromkeys(per_transport, 0)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Gate:
+        total = config.max_connections
+        return cls(
+            total,
+            {
+                "longpoll": total if config.max_longpoll is None else config.max_longpoll,
+                "websocket": total if config.max_websocket is None else config.max_websocket,
+            },
+        )
+
+    def try_acquire(self, transport: str) -> bool:
+        """Take a slot for ``transport``; false when it or the total is at its limit."""
+        with self._lock:
+            limit = self.limits[transport]
+            if limit is not None and self.held[transport] >= limit:
+                return False
+            if self.total is not None and sum(self.held.values()) >= self.total:
+                return False
+            self.held[transport] += 1
+            return True
+
+    def release(self, transport: str) -> None:
+        with self._lock:
+            self.held[transport] -= 1
+
+    def limit_of(self, transport: str) -> int:
+        """The tighter of the transport's limit and the total (``-1``: none)."""
+        limits = [x for x in (self.limits[transport], self.total) if x is not None]
+        return min(limits) if limits else -1
+
+    @contextlib.contextmanager
+    def hold(self, transport: str) -> Iterator[None]:
+        """A slot for the ``with`` body, or :class:`AtCapacity` raised at once."""
+        if not self.try_acquire(transport):
+            raise AtCapacity(transport, self.limit_of(transport))
+        try:
+            yield
+        finally:
+            self.release(transport)
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft file-descriptor limit to its hard limit; return it.
+
+    The default soft limit (often 1,024) is below what gevent's 2,000
+    connections need; at the limit ``accept()`` fails with ``EMFILE``.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft
+
+
+def derive_limit(runtime: str, threads: int, connections: int, fd_limit: int) -> int:
+    """Held connections a runtime can take while short requests still get through.
+
+    gthread: ``threads`` less a tenth (at least 2) kept for short requests;
+    gevent: ``connections`` less a tenth (at least 2); werkzeug: no pool, so
+    the file descriptors. All capped by ``fd_limit`` less :data:`FD_RESERVE`.
+    """
+    by_fd = max(1, fd_limit - FD_RESERVE)
+    if runtime == "gthread":
+        pool = threads
+    elif runtime == "gevent":
+        pool = connections
+    else:
+        return by_fd
+    return max(1, min(pool - max(2, pool // 10), by_fd))
