@@ -2,18 +2,31 @@
 
 Layers: :mod:`clients.accounting` (sans-I/O cursor, loss, duplicate and order
 accounting) and :mod:`clients.latency` (HdrHistogram wrapper) know nothing of
-sockets; ``clients._subscriber`` holds the reconnect-and-resume loop shared
+sockets; :mod:`clients.subscriber` holds the reconnect-and-resume loop shared
 by the transport frontends :mod:`clients.longpoll`, :mod:`clients.polling`
-and :mod:`clients.websocket`; :mod:`clients.publisher` posts events.
+and :mod:`clients.websocket`; :mod:`clients.poller` is the one HTTP seam of
+the long-poll and polling subscribers (httpx by default; the benchmark's
+fleet passes its own); :mod:`clients.publisher` posts events.
 ``python -m clients`` is a command line for people (docs/clients.md).
+
+Everything another package needs is re-exported here.
 """
 
-from ._subscriber import BACKOFF_MAX, BACKOFF_MIN, Received, Subscriber, SubscriberError, SubscriberStats
 from .accounting import Counters, Tracker
 from .latency import LatencyHistogram
-from .longpoll import LongPollSubscriber, ServerUnavailable, make_http_client
+from .longpoll import LongPollSubscriber, ServerUnavailable
+from .poller import HttpxPoller, PollAnswer, Poller, make_http_client
 from .polling import PollingSubscriber
 from .publisher import Ack, AsyncPublisher, Publisher, PublishError
+from .subscriber import (
+    BACKOFF_MAX,
+    BACKOFF_MIN,
+    Received,
+    Subscriber,
+    SubscriberError,
+    SubscriberStats,
+    now_ns,
+)
 from .websocket import HandshakeRejected, NotConnected, WebSocketSubscriber
 
 __all__ = [
@@ -23,9 +36,12 @@ __all__ = [
     "AsyncPublisher",
     "Counters",
     "HandshakeRejected",
+    "HttpxPoller",
     "LatencyHistogram",
     "LongPollSubscriber",
     "NotConnected",
+    "PollAnswer",
+    "Poller",
     "PollingSubscriber",
     "PublishError",
     "Publisher",
@@ -37,4 +53,5 @@ __all__ = [
     "Tracker",
     "WebSocketSubscriber",
     "make_http_client",
+    "now_ns",
 ]

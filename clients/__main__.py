@@ -22,11 +22,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ._subscriber import Received, Subscriber, SubscriberError
 from .latency import LatencyHistogram
 from .longpoll import LongPollSubscriber
 from .polling import PollingSubscriber
 from .publisher import Publisher, PublishError
+from .subscriber import Received, Subscriber, SubscriberError
 from .websocket import WebSocketSubscriber
 
 DEFAULT_URL = "http://127.0.0.1:8000"

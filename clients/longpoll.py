@@ -1,19 +1,13 @@
-"""The long-poll subscriber: an asyncio I/O frontend over :mod:`clients._subscriber`.
+"""The long-poll subscriber: an asyncio frontend over :mod:`clients.subscriber` and a :class:`~clients.poller.Poller`.
 
 It asks ``GET /channels/<c>/poll?after=<cursor>&timeout=<hold>`` in a loop
 (docs/protocol.md, "Long polling"): the server holds each request until the
 channel has news or the hold runs out, and the next request follows at once
-with the new cursor. Requests go over httpx keep-alive connections, so a
-steady subscriber makes one TCP connection and many requests on it.
-
-httpx defaults that do not fit long polling are overridden:
-
-- its 5 s timeout: every request here has a read timeout of the hold plus
-  ``margin`` seconds, whatever the client's default;
-- its pool cap of 100 connections: a client this class creates has no cap,
-  and a client passed in by a fleet should be made with
-  :func:`make_http_client` (or its own, sized :class:`httpx.Limits`), since
-  every held poll occupies one connection.
+with the new cursor. Each request is one call of its poller (the I/O seam,
+:mod:`clients.poller`): httpx keep-alive connections by default, so a steady
+subscriber makes one TCP connection and many requests on it. The requests,
+the answer handling, the cursor and the accounting are written here once,
+whatever the poller.
 """
 
 from __future__ import annotations
@@ -23,25 +17,10 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+from .poller import HttpxPoller, PollAnswer, Poller
+from .subscriber import Subscriber, SubscriberError, now_ns
 
-from ._subscriber import Subscriber, SubscriberError, now_ns
-
-__all__ = ["LongPollSubscriber", "ServerUnavailable", "make_http_client"]
-
-CONNECT_TIMEOUT = 10.0
-"""Seconds to open a TCP connection (a loaded server may accept slowly)."""
-
-
-def make_http_client(*, max_connections: int | None = None) -> httpx.AsyncClient:
-    """An :class:`httpx.AsyncClient` fit to share among many pollers.
-
-    No pool cap unless ``max_connections`` is given (one held poll, one
-    connection), keep-alive on, and a default timeout the pollers override
-    per request anyway.
-    """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, connect=CONNECT_TIMEOUT))
+__all__ = ["LongPollSubscriber", "ServerUnavailable"]
 
 
 class ServerUnavailable(Exception):
@@ -51,14 +30,16 @@ class ServerUnavailable(Exception):
 class LongPollSubscriber(Subscriber):
     """Subscribe to ``channel`` of the lab server at ``base_url`` by HTTP long polling.
 
-    ``timeout`` is the hold asked of the server (0 to 30 s). ``client`` is an
-    :class:`httpx.AsyncClient` to share (not closed here); without one, the
-    subscriber makes its own for the duration of :meth:`run`. Other keyword
-    arguments are :class:`~clients._subscriber.Subscriber`'s.
+    ``timeout`` is the hold asked of the server (0 to 30 s); the subscriber
+    waits ``margin`` seconds more before calling an answer late (a broken
+    connection: reconnect). ``poller`` makes the requests (default: an
+    :class:`~clients.poller.HttpxPoller` of its own); it is closed when
+    :meth:`run` returns. Other keyword arguments are
+    :class:`~clients.subscriber.Subscriber`'s.
     """
 
     transport = "longpoll"
-    retry_on = (httpx.TransportError, ServerUnavailable, OSError)
+    retry_on = (OSError, ServerUnavailable)
 
     def __init__(
         self,
@@ -67,7 +48,7 @@ class LongPollSubscriber(Subscriber):
         *,
         after: int = 0,
         timeout: float = 25.0,
-        client: httpx.AsyncClient | None = None,
+        poller: Poller | None = None,
         margin: float = 5.0,
         **kwargs: Any,
     ) -> None:
@@ -79,53 +60,56 @@ class LongPollSubscriber(Subscriber):
         """The hold asked of the server, seconds."""
         self.margin = margin
         """Seconds the client waits beyond the hold before calling the answer late."""
-        self._client = client
-        self._url = f"{self.base_url}/channels/{quote(channel, safe='')}/poll"
-        self._request_timeout = httpx.Timeout(timeout + margin, connect=CONNECT_TIMEOUT)
-        self._extensions = {"trace": self._trace}
+        self.poller: Poller = poller if poller is not None else HttpxPoller()
+        """The I/O seam every request goes through."""
+        self._path = f"/channels/{quote(channel, safe='')}/poll"
+        self._url = f"{self.base_url}{self._path}"
         self._more = False
         """The last answer was cut short by the server's batch cap."""
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """See :meth:`Subscriber.run`; opens (and closes) a client if none was given."""
-        if self._client is not None:
+        """See :meth:`Subscriber.run`; closes the poller when it returns."""
+        try:
             await super().run(stop)
-            return
-        async with make_http_client() as client:
-            self._client = client
-            try:
-                await super().run(stop)
-            finally:
-                self._client = None
+        finally:
+            await self.poller.aclose()
 
     async def _before_poll(self) -> None:
         """Hook before each request: long polling asks again at once.
 
         It still yields to the event loop once: an answer already buffered
-        (or a mock transport) completes a request without suspending, and a
+        (or a fake poller) completes a request without suspending, and a
         subscriber following ``more`` must not starve the others.
         """
         await asyncio.sleep(0)
 
     async def _session(self) -> None:
-        client = self._client
-        if client is None:  # pragma: no cover - run() always sets one
-            raise RuntimeError("no HTTP client")
         hold = f"{self.timeout:g}"
+        patience = self.timeout + self.margin
         while True:
             await self._before_poll()
-            response = await client.get(
-                f"{self._url}?after={self.tracker.cursor}&timeout={hold}",
-                timeout=self._request_timeout,
-                extensions=self._extensions,
-            )
+            answer = await self.poller.get(f"{self._url}?after={self.tracker.cursor}&timeout={hold}", patience)
             recv_ns, recv_mono_ns = now_ns()
-            body = response.content
-            self.stats.requests += 1
-            self.stats.payload_bytes += len(body)
-            if response.status_code != 200:
-                _refused(response)
-            self._on_answer(json.loads(body), recv_ns, recv_mono_ns)
+            self._on_response(answer)
+            self._on_answer(json.loads(answer.body), recv_ns, recv_mono_ns)
+
+    def _on_response(self, answer: PollAnswer) -> None:
+        """Count one HTTP answer; raise for a refusal (5xx can be retried, anything else cannot)."""
+        stats = self.stats
+        stats.requests += 1
+        stats.payload_bytes += len(answer.body)
+        stats.connections += answer.new_connection
+        if answer.status == 200:
+            return
+        try:
+            err = json.loads(answer.body)
+            what = f"{err.get('error')}: {err.get('detail')}"
+        except (ValueError, AttributeError):
+            what = answer.body[:200].decode("utf-8", "replace")
+        message = f"GET {self._path} -> {answer.status} {what}"
+        if answer.status >= 500:
+            raise ServerUnavailable(message)
+        raise SubscriberError(message)
 
     def _on_answer(self, answer: dict[str, Any], recv_ns: int, recv_mono_ns: int) -> None:
         """One long-poll answer: notices first, then the events, oldest first."""
@@ -141,21 +125,3 @@ class LongPollSubscriber(Subscriber):
         for event in events:
             self._accept_event(event, recv_ns, recv_mono_ns)
         self._more = answer["more"]
-
-    async def _trace(self, name: str, info: dict[str, Any]) -> None:
-        """httpcore's trace hook: counts the TCP connections actually opened."""
-        if name == "connection.connect_tcp.complete":
-            self.stats.connections += 1
-
-
-def _refused(response: httpx.Response) -> None:
-    """Raise for a non-200 answer: 5xx can be retried, anything else cannot."""
-    try:
-        err = response.json()
-        what = f"{err.get('error')}: {err.get('detail')}"
-    except ValueError:
-        what = response.text[:200]
-    message = f"{response.request.method} {response.request.url.path} -> {response.status_code} {what}"
-    if response.status_code >= 500:
-        raise ServerUnavailable(message)
-    raise SubscriberError(message)

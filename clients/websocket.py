@@ -1,4 +1,4 @@
-"""The WebSocket subscriber: an asyncio I/O frontend over :mod:`clients._subscriber`.
+"""The WebSocket subscriber: an asyncio I/O frontend over :mod:`clients.subscriber`.
 
 It opens ``GET /channels/<c>/ws?after=<cursor>`` with simple-websocket's
 :class:`~simple_websocket.AioClient` (wsproto underneath) and reads one JSON
@@ -33,7 +33,7 @@ from simple_websocket import ConnectionError as WsConnectionError
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.extensions import PerMessageDeflate
 
-from ._subscriber import Subscriber, SubscriberError, now_ns
+from .subscriber import Subscriber, SubscriberError, now_ns
 
 __all__ = ["HandshakeRejected", "LabAioClient", "NotConnected", "WebSocketSubscriber", "ws_url"]
 
@@ -138,7 +138,7 @@ class WebSocketSubscriber(Subscriber):
 
     ``compression=True`` offers permessage-deflate; whether the server took
     it is in :attr:`negotiated`. Other keyword arguments are
-    :class:`~clients._subscriber.Subscriber`'s.
+    :class:`~clients.subscriber.Subscriber`'s.
     """
 
     transport = "websocket"

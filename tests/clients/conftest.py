@@ -1,14 +1,15 @@
-"""Servers and helpers shared by the transport tests (each server is started once per session)."""
+"""Servers and helpers shared by the client tests (each server is started once per session), and a fake poller."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from clients import AsyncPublisher, Subscriber
+from clients import AsyncPublisher, PollAnswer, Subscriber
 from tests.support import UNIT, ServerProcess, run_server
 
 _names = itertools.count()
@@ -62,3 +63,54 @@ async def run_until(sub: Subscriber, predicate: Callable[[], bool], timeout: flo
     finally:
         stop.set()
         await asyncio.wait_for(task, 10 * UNIT)
+
+
+class ScriptedPoller:
+    """A :class:`clients.Poller` that plays a script: each ``get`` returns or raises the next entry.
+
+    With the script played out, ``get`` waits forever (a held poll with no news) until cancelled.
+    """
+
+    def __init__(self, *script: PollAnswer | BaseException) -> None:
+        self.script = list(script)
+        self.urls: list[str] = []
+        self.timeouts: list[float] = []
+        self.closed = 0
+
+    async def get(self, url: str, timeout: float) -> PollAnswer:
+        self.urls.append(url)
+        self.timeouts.append(timeout)
+        if not self.script:
+            await asyncio.Event().wait()
+        entry = self.script.pop(0)
+        if isinstance(entry, BaseException):
+            raise entry
+        return entry
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+    def params(self, name: str) -> list[str]:
+        """The value of query parameter ``name`` in each request made."""
+        return [dict(p.split("=") for p in url.partition("?")[2].split("&"))[name] for url in self.urls]
+
+
+def answer(
+    events: tuple[int, ...] = (),
+    *,
+    gap: dict[str, int] | None = None,
+    reset: dict[str, int] | None = None,
+    more: bool = False,
+    after: int = 0,
+    new_connection: bool = False,
+) -> PollAnswer:
+    """A 200 long-poll answer carrying events with these seqs (docs/protocol.md)."""
+    body = {
+        "channel": "c",
+        "events": [{"channel": "c", "seq": s, "ts": 1, "data": s} for s in events],
+        "next": events[-1] if events else after,
+        "more": more,
+        "gap": gap,
+        "reset": reset,
+    }
+    return PollAnswer(200, json.dumps(body).encode(), new_connection)

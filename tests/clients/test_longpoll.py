@@ -1,142 +1,117 @@
-"""Tests of clients.longpoll against a real server (werkzeug and gevent) and httpx.MockTransport."""
+"""Tests of clients.longpoll: what only the long-poll subscriber does.
+
+Its requests and answer handling are tested through the poller seam with a
+scripted fake (``conftest.ScriptedPoller``, no network): the exact requests it
+makes, how it counts answers, which answers it retries. What every
+transport must do against a real server is in test_subscriber_contract.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
-import httpx
 import pytest
 
-from clients import LongPollSubscriber, Received
-from clients.longpoll import make_http_client
-from tests.clients import scenarios
+from clients import LongPollSubscriber, PollAnswer, Received, ServerUnavailable, SubscriberError
+from tests.clients.conftest import ScriptedPoller, answer, run_until
+from tests.support import UNIT, ServerProcess
 
 
-def make(url, channel, **kwargs):
-    return LongPollSubscriber(url, channel, timeout=2.0, **kwargs)
+def error(status: int, name: str, detail: str) -> PollAnswer:
+    return PollAnswer(status, json.dumps({"error": name, "detail": detail}).encode(), False)
 
 
-def test_all_arrive_in_order(server, channel):
-    sub = scenarios.all_arrive_in_order(make, server, channel)
-    assert sub.stats.requests >= 2
-    assert sub.stats.frames == 0
-
-
-def test_reconnect_and_resume(server, channel):
-    proxy, sub = scenarios.reconnect_and_resume(make, server, channel, rounds=3)
-    assert proxy.dropped >= 3  # at least the drops while a poll was held
-    assert sub.stats.reconnects >= 3
-
-
-def test_gap_is_counted(small_server, channel):
-    scenarios.gap_is_counted(make, small_server, channel)
-
-
-def test_reset_is_counted(server, channel):
-    scenarios.reset_is_counted(make, server, channel)
-
-
-def test_bad_channel_is_fatal(server):
-    scenarios.bad_channel_is_fatal(make, server)
-
-
-def test_timeout_answers_are_counted_empty(server, channel):
-    sub = LongPollSubscriber(server.url, channel, timeout=0.1)
-
-    async def main():
-        stop = asyncio.Event()
-        task = asyncio.create_task(sub.run(stop))
-        while sub.stats.empty_responses < 3:
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
-
-    asyncio.run(asyncio.wait_for(main(), 20))
-    assert sub.tracker.cursor == 0
-    assert sub.stats.requests >= 3
-
-
-def test_shared_client_with_many_subscribers(server, channel):
-    """More held polls than httpx's default pool of 100, on one shared client."""
-    n_subs, n_events = 120, 3
-
-    async def main():
-        async with make_http_client() as client:
-            subs = [LongPollSubscriber(server.url, channel, timeout=5.0, client=client) for _ in range(n_subs)]
-            stop = asyncio.Event()
-            tasks = [asyncio.create_task(s.run(stop)) for s in subs]
-            await asyncio.sleep(0.5)
-            await scenarios.publish_many(server.url, channel, n_events)
-            deadline = asyncio.get_running_loop().time() + 30
-            while not all(s.tracker.cursor >= n_events for s in subs):
-                assert asyncio.get_running_loop().time() < deadline
-                await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.gather(*tasks)
-            assert not client.is_closed  # a shared client is not closed by its subscribers
-            return subs
-
-    subs = asyncio.run(main())
-    for s in subs:
-        c = s.tracker.finish(n_events)
-        assert (c.delivered, c.duplicate, c.missing) == (n_events, 0, 0)
-
-
-def answer(events=(), *, gap=None, reset=None, more=False, after=0):
-    nxt = events[-1]["seq"] if events else after
-    body = {"channel": "c", "events": list(events), "next": nxt, "more": more, "gap": gap, "reset": reset}
-    return httpx.Response(200, content=json.dumps(body).encode())
-
-
-def ev(seq):
-    return {"channel": "c", "seq": seq, "ts": 1, "data": seq}
-
-
-def test_503_is_retried_and_more_is_followed_at_once():
-    """Seam test with httpx.MockTransport: the exact request sequence the subscriber makes."""
-    script = [
-        httpx.Response(503, json={"error": "shutting_down", "detail": "the server is stopping; poll again"}),
-        answer([ev(1), ev(2)], more=True),
-        answer([ev(3)], gap=None),
-        answer([], after=3),
-    ]
-    seen = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(dict(request.url.params))
-        return script.pop(0) if script else answer([], after=3)
-
+def play(poller: ScriptedPoller, until: Any, **kwargs: Any) -> tuple[LongPollSubscriber, list[Received]]:
+    """Run a subscriber over ``poller`` until ``until(sub)`` holds; returns it and what it received."""
     got: list[Received] = []
+    sub = LongPollSubscriber("http://lab", "c", poller=poller, on_event=got.append, backoff_min=0.001, **kwargs)
+    asyncio.run(run_until(sub, lambda: until(sub), timeout=10 * UNIT))
+    return sub, got
 
-    async def main():
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            sub = LongPollSubscriber(
-                "http://lab", "c", timeout=1, client=client, on_event=got.append, backoff_min=0.001
-            )
-            await scenarios.run_until(sub, lambda: len(seen) >= 4)
-            return sub
 
-    sub = asyncio.run(main())
-    assert [s["after"] for s in seen[:4]] == ["0", "0", "2", "3"]
-    assert seen[0]["timeout"] == "1"
+def test_requests_follow_the_cursor_and_503_is_retried() -> None:
+    script = (
+        error(503, "shutting_down", "the server is stopping; poll again"),
+        answer((1, 2), more=True, new_connection=True),
+        answer((3,)),
+        answer(after=3),
+    )
+    poller = ScriptedPoller(*script)
+    sub, got = play(poller, lambda sub: len(poller.urls) == 5, timeout=1, margin=4)
+    assert poller.urls[0] == "http://lab/channels/c/poll?after=0&timeout=1"
+    assert poller.params("after") == ["0", "0", "2", "3", "3"]
+    assert poller.timeouts == [5.0] * 5  # the hold plus the margin
     assert [r.seq for r in got] == [1, 2, 3]
-    assert sub.stats.reconnects == 1
-    assert isinstance(sub.last_error, Exception)
+    assert isinstance(sub.last_error, ServerUnavailable)
+    assert "GET /channels/c/poll -> 503 shutting_down" in str(sub.last_error)
+    stats = sub.stats
+    assert (stats.requests, stats.empty_responses, stats.reconnects, stats.connections) == (4, 1, 1, 1)
+    assert stats.payload_bytes == sum(len(a.body) for a in script)
+    assert poller.closed == 1  # run() closes its poller when it returns
 
 
-def test_client_errors_are_fatal():
-    def handler(request):
-        return httpx.Response(400, json={"error": "bad_cursor", "detail": "nope"})
-
-    async def main():
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            await LongPollSubscriber("http://lab", "c", client=client).run()
-
-    with pytest.raises(scenarios.SubscriberError, match="400 bad_cursor: nope"):
-        asyncio.run(main())
+def test_a_failed_exchange_reconnects_from_the_cursor() -> None:
+    poller = ScriptedPoller(answer((1,)), ConnectionResetError("cut"), TimeoutError("late"), answer((2,)))
+    sub, got = play(poller, lambda sub: len(poller.urls) == 5)
+    assert poller.params("after") == ["0", "1", "1", "1", "2"]
+    assert [r.seq for r in got] == [1, 2]
+    assert sub.stats.reconnects == 2
+    assert (sub.stats.requests, sub.tracker.finish(2).delivered) == (2, 2)
 
 
-def test_timeout_is_checked():
-    with pytest.raises(ValueError):
+def test_a_reset_is_applied_before_a_gap_in_the_same_answer() -> None:
+    # A cursor of 100 on a channel whose last seq is 30 and whose history starts at 21.
+    poller = ScriptedPoller(
+        answer(
+            (21, 22, 23, 24, 25, 26, 27, 28, 29, 30), reset={"after": 100, "last_seq": 30}, gap={"first": 1, "last": 20}
+        )
+    )
+    sub, got = play(poller, lambda sub: len(poller.urls) == 2, after=100)
+    assert poller.params("after") == ["100", "30"]
+    assert [r.seq for r in got] == list(range(21, 31))
+    c = sub.tracker.finish(30)
+    assert (c.resets, c.gaps, c.gap_lost, c.delivered, c.missing, c.duplicate) == (1, 1, 20, 10, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("refusal", "message"),
+    [
+        (error(400, "bad_cursor", "nope"), "GET /channels/c/poll -> 400 bad_cursor: nope"),
+        (PollAnswer(404, b"<html>not here</html>", False), "GET /channels/c/poll -> 404 <html>not here</html>"),
+    ],
+)
+def test_client_errors_are_fatal(refusal: PollAnswer, message: str) -> None:
+    poller = ScriptedPoller(refusal)
+    sub = LongPollSubscriber("http://lab", "c", poller=poller)
+    with pytest.raises(SubscriberError) as caught:
+        asyncio.run(asyncio.wait_for(sub.run(), 10 * UNIT))
+    assert str(caught.value) == message
+    assert (sub.stats.reconnects, sub.stats.requests, poller.closed) == (0, 1, 1)
+
+
+def test_the_channel_is_quoted_in_the_path() -> None:
+    poller = ScriptedPoller()
+    play(poller, lambda sub: len(poller.urls) == 1, timeout=25)
+    assert poller.urls == ["http://lab/channels/c/poll?after=0&timeout=25"]
+    poller = ScriptedPoller()
+    sub = LongPollSubscriber("http://lab/", "a b/é", poller=poller)
+    asyncio.run(run_until(sub, lambda: len(poller.urls) == 1, timeout=10 * UNIT))
+    assert poller.urls == ["http://lab/channels/a%20b%2F%C3%A9/poll?after=0&timeout=25"]
+
+
+def test_timeout_is_checked() -> None:
+    with pytest.raises(ValueError, match="from 0 to 30"):
         LongPollSubscriber("http://lab", "c", timeout=31)
+    with pytest.raises(ValueError, match="from 0 to 30"):
+        LongPollSubscriber("http://lab", "c", timeout=-1)
+
+
+def test_timeout_answers_are_counted_empty(server: ServerProcess, channel: str) -> None:
+    """A real server's held polls that run out answer with no event: counted, the cursor stays."""
+    sub = LongPollSubscriber(server.url, channel, timeout=0.1)
+    asyncio.run(run_until(sub, lambda: sub.stats.empty_responses >= 3))
+    assert sub.tracker.cursor == 0
+    assert sub.stats.requests == sub.stats.empty_responses
+    assert sub.stats.connections >= 1

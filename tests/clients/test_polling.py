@@ -1,4 +1,7 @@
-"""Tests of clients.polling: interval polling against a real server (werkzeug and gevent)."""
+"""Tests of clients.polling: what only interval polling does (its schedule, its zero hold).
+
+What every transport must do against a real server is in test_subscriber_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,48 +10,33 @@ import asyncio
 import pytest
 
 from clients import PollingSubscriber
-from tests.clients import scenarios
+from tests.clients.conftest import ScriptedPoller, answer, run_until
+from tests.support import UNIT, ServerProcess
 
 
-def make(url, channel, **kwargs):
-    return PollingSubscriber(url, channel, interval=0.02, **kwargs)
+def test_more_is_followed_at_once_and_otherwise_the_next_slot_is_awaited() -> None:
+    """Interval 1000 s: the first poll goes at once, a ``more`` answer is followed at once, then nothing."""
+    poller = ScriptedPoller(answer((1, 2), more=True), answer((3,)))
+    sub = PollingSubscriber("http://lab", "c", interval=1000.0, poller=poller)
+
+    # run_until looks every 10 ms: a third poll that did not wait for its slot would be made by then.
+    asyncio.run(run_until(sub, lambda: sub.tracker.cursor == 3, timeout=10 * UNIT))
+    assert poller.urls == [
+        "http://lab/channels/c/poll?after=0&timeout=0",
+        "http://lab/channels/c/poll?after=2&timeout=0",
+    ]
+    assert sub.stats.requests == 2
 
 
-def test_all_arrive_in_order(server, channel):
-    sub = scenarios.all_arrive_in_order(make, server, channel)
-    assert sub.stats.requests >= 2
-
-
-def test_reconnect_and_resume(server, channel):
-    # Idle polls hold no connection open (werkzeug does not keep them alive), so
-    # a drop may find nothing to cut: what must hold is exactly-once delivery.
-    scenarios.reconnect_and_resume(make, server, channel)
-
-
-def test_gap_is_counted(small_server, channel):
-    scenarios.gap_is_counted(make, small_server, channel)
-
-
-def test_reset_is_counted(server, channel):
-    scenarios.reset_is_counted(make, server, channel)
-
-
-def test_bad_channel_is_fatal(server):
-    scenarios.bad_channel_is_fatal(make, server)
-
-
-def test_idle_polls_are_empty_and_ask_for_no_hold(server, channel):
+def test_idle_polls_are_empty_and_ask_for_no_hold(server: ServerProcess, channel: str) -> None:
     sub = PollingSubscriber(server.url, channel, interval=0.01)
     assert sub.timeout == 0
-
-    async def main():
-        await scenarios.run_until(sub, lambda: sub.stats.requests >= 5)
-
-    asyncio.run(main())
+    asyncio.run(run_until(sub, lambda: sub.stats.requests >= 5))
     assert sub.stats.empty_responses == sub.stats.requests
     assert sub.tracker.cursor == 0
 
 
-def test_interval_is_checked():
-    with pytest.raises(ValueError):
-        PollingSubscriber("http://lab", "c", interval=0)
+@pytest.mark.parametrize("interval", [0, -1])
+def test_interval_is_checked(interval: float) -> None:
+    with pytest.raises(ValueError, match="interval must be > 0"):
+        PollingSubscriber("http://lab", "c", interval=interval)

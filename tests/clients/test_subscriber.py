@@ -1,4 +1,4 @@
-"""Tests of clients._subscriber: the reconnect/resume loop, with a scripted fake transport (no network)."""
+"""Tests of clients.subscriber: the reconnect/resume loop, with a scripted fake transport (no network)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from clients._subscriber import Received, Subscriber, SubscriberError, SubscriberStats
+from clients import Received, Subscriber, SubscriberError, SubscriberStats
 from clients.latency import LatencyHistogram
 from tests.support import UNIT
 
@@ -73,7 +73,7 @@ def test_reconnects_resume_from_the_cursor_and_count():
     assert (c.delivered, c.duplicate, c.gap_lost, c.gaps, c.missing) == (5, 1, 3, 1, 0)
     assert sub.stats.reconnects == 3
     assert hist.count == 5  # duplicates are not measured twice
-    assert isinstance(sub.last_error, ConnectionResetError | type(None))
+    assert sub.last_error is None  # the latest session that ended (the third) ended without an error
 
 
 def test_reset_message_goes_to_the_tracker():
@@ -95,6 +95,7 @@ def test_backoff_doubles_up_to_the_cap_and_resets_after_progress():
     )
     asyncio.run(run_until(sub, lambda: not sub.scripts and len(sub.cursors) == 7))
     assert delays[:6] == [0.01, 0.02, 0.03, 0.03, 0.01, 0.02]
+    assert isinstance(sub.last_error, ConnectionResetError)  # the sixth session's
 
 
 def test_fatal_errors_propagate():

@@ -1,4 +1,7 @@
-"""Tests of clients.websocket against a real server (werkzeug and gevent)."""
+"""Tests of clients.websocket: what only the WebSocket subscriber does (publish, compression), against a real server.
+
+What every transport must do is in test_subscriber_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +11,8 @@ import pytest
 
 from clients import NotConnected, Received, WebSocketSubscriber
 from clients.websocket import ws_url
-from tests.clients import scenarios
+from tests.clients.conftest import publish_many, run_until
 from tests.support import UNIT, run_server
-
-
-def make(url, channel, **kwargs):
-    return WebSocketSubscriber(url, channel, **kwargs)
-
-
-def test_all_arrive_in_order(server, channel):
-    sub = scenarios.all_arrive_in_order(make, server, channel)
-    assert sub.stats.connections == 1
-    assert sub.stats.frames == 40
-    assert sub.stats.requests == 0
-
-
-def test_reconnect_and_resume(server, channel):
-    proxy, sub = scenarios.reconnect_and_resume(make, server, channel, rounds=3)
-    assert proxy.dropped >= 3
-    assert sub.stats.reconnects >= 3
-    assert sub.stats.connections == sub.stats.reconnects + 1
-
-
-def test_gap_is_counted(small_server, channel):
-    scenarios.gap_is_counted(make, small_server, channel)
-
-
-def test_reset_is_counted(server, channel):
-    scenarios.reset_is_counted(make, server, channel)
-
-
-def test_bad_channel_is_fatal(server):
-    scenarios.bad_channel_is_fatal(make, server)
 
 
 def test_publish_on_the_connection_is_acked_and_delivered(server, channel):
@@ -88,8 +61,8 @@ def test_compression_is_offered_and_negotiated_only_when_allowed(server_compress
         sub = WebSocketSubscriber(srv.url, channel, compression=True, on_event=got.append)
 
         async def main():
-            await scenarios.publish_many(srv.url, channel, 20)
-            await scenarios.run_until(sub, lambda: sub.tracker.cursor >= 20)
+            await publish_many(srv.url, channel, 20)
+            await run_until(sub, lambda: sub.tracker.cursor >= 20)
 
         asyncio.run(main())
     assert sub.negotiated == (["permessage-deflate"] if server_compression == "on" else [])
@@ -101,8 +74,8 @@ def test_no_offer_without_compression(channel):
         sub = WebSocketSubscriber(srv.url, channel)
 
         async def main():
-            await scenarios.publish_many(srv.url, channel, 1)
-            await scenarios.run_until(sub, lambda: sub.tracker.cursor >= 1)
+            await publish_many(srv.url, channel, 1)
+            await run_until(sub, lambda: sub.tracker.cursor >= 1)
 
         asyncio.run(main())
     assert sub.negotiated == []

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from .accounting import Tracker
 from .latency import LatencyHistogram
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Received", "Subscriber", "SubscriberError", "SubscriberStats"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Received", "Subscriber", "SubscriberError", "SubscriberStats", "now_ns"]
 
 BACKOFF_MIN = 0.05
 """First reconnect delay, seconds."""
