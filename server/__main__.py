@@ -9,6 +9,7 @@ import argparse
 
 from .config import Config
 from .runtimes import RUNTIMES, ServeOptions, serve
+from .security import is_loopback
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
@@ -41,11 +42,36 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
     p.add_argument("--max-batch", type=int, help="most events per long-poll answer (LAB_MAX_BATCH, default 1000)")
     p.add_argument("--poll-timeout", type=float, help="default long-poll hold, s (LAB_POLL_TIMEOUT, default 25)")
     p.add_argument(
-        "--ws-ping-interval", type=float, help="server WebSocket ping interval, s (LAB_WS_PING_INTERVAL, default off)"
+        "--ws-ping-interval",
+        type=float,
+        help="server WebSocket pings every N s; 0: off (LAB_WS_PING_INTERVAL, default 25)",
     )
     p.add_argument("--ws-max-message", type=int, help="largest client WebSocket message, bytes (LAB_WS_MAX_MESSAGE)")
     p.add_argument(
         "--ws-compression", choices=("on", "off"), help="allow permessage-deflate (LAB_WS_COMPRESSION, default off)"
+    )
+    p.add_argument(
+        "--history-bytes", type=int, help="largest history per channel, bytes (LAB_HISTORY_BYTES, default 8 MiB)"
+    )
+    p.add_argument(
+        "--channel-ttl", type=float, help="drop a channel's history after N s without a publish (LAB_CHANNEL_TTL)"
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        help="most held polls and WebSockets together (LAB_MAX_CONNECTIONS, default: derived)",
+    )
+    p.add_argument("--max-longpoll", type=int, help="most held long polls (LAB_MAX_LONGPOLL, default: derived)")
+    p.add_argument("--max-websocket", type=int, help="most open WebSockets (LAB_MAX_WEBSOCKET, default: derived)")
+    p.add_argument(
+        "--header-timeout", type=float, help="seconds to send request headers (LAB_HEADER_TIMEOUT, default 10)"
+    )
+    p.add_argument("--allowed-hosts", help="Host names served, comma-separated (LAB_ALLOWED_HOSTS; * for any)")
+    p.add_argument("--allowed-origins", help="extra browser origins allowed, comma-separated (LAB_ALLOWED_ORIGINS)")
+    p.add_argument(
+        "--allow-no-token",
+        action="store_true",
+        help="serve beyond loopback without LAB_PUBLISH_TOKEN and LAB_SUBSCRIBE_TOKEN (anyone may read and publish)",
     )
     a = p.parse_args(argv)
     try:
@@ -71,9 +97,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
             ws_ping_interval=a.ws_ping_interval,
             ws_max_message=a.ws_max_message,
             ws_compression=None if a.ws_compression is None else a.ws_compression == "on",
+            history_bytes=a.history_bytes,
+            channel_ttl=a.channel_ttl,
+            max_connections=a.max_connections,
+            max_longpoll=a.max_longpoll,
+            max_websocket=a.max_websocket,
+            header_timeout=a.header_timeout,
+            allowed_hosts=a.allowed_hosts,
+            allowed_origins=a.allowed_origins,
         )
     except ValueError as exc:
         p.error(str(exc))
+    if not is_loopback(a.host) and not (config.publish_token and config.subscribe_token) and not a.allow_no_token:
+        p.error(
+            f"--host {a.host} serves beyond this machine: set LAB_PUBLISH_TOKEN and LAB_SUBSCRIBE_TOKEN "
+            "(docs/security.md), or pass --allow-no-token to let anyone who reaches the port read and publish"
+        )
     options = ServeOptions(a.runtime, a.host, a.port, a.workers, a.threads, a.connections, a.graceful_timeout)
     return config, options
 

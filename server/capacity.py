@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from flask import Response
 
@@ -32,6 +34,8 @@ __all__ = [
     "RETRY_AFTER",
     "AtCapacity",
     "Gate",
+    "HonourConnectionClose",
+    "client_gone",
     "derive_limit",
     "raise_fd_limit",
 ]
@@ -110,6 +114,60 @@ class Gate:
             yield
         finally:
             self.release(transport)
+
+
+class HonourConnectionClose:
+    """WSGI middleware: a response with ``Connection: close`` closes its connection under gunicorn too.
+
+    gunicorn drops hop-by-hop headers an app sets and keeps the connection
+    alive; a refusal at capacity must not stay as an idle keep-alive holding
+    the greenlet or thread it frees. gunicorn's ``start_response`` is a bound
+    method of its response, whose ``force_close()`` does what the header says.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            if any(k.lower() == "connection" and v.lower() == "close" for k, v in headers):
+                force_close = getattr(getattr(start_response, "__self__", None), "force_close", None)
+                if force_close is not None:
+                    force_close()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, start)
+
+
+def client_gone(environ: dict[str, Any]) -> Callable[[], bool] | None:
+    """A check that the client of this request has closed its connection, if the runtime exposes it.
+
+    Every runtime of the lab puts the connection's socket in the WSGI environ
+    (``gunicorn.socket``, ``werkzeug.socket``). Peeking one byte without
+    waiting tells the three cases apart: end of stream or a reset (gone),
+    nothing to read (still there), bytes (a client that sent more: still there).
+    Under gevent the raw socket underneath is peeked, which never yields.
+    """
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if sock is None:
+        return None
+    # Under gevent, socket.socket is gevent's class and the raw one is ``_sock``.
+    raw = getattr(sock, "_sock", sock)
+    if not callable(getattr(raw, "recv", None)):
+        return None
+
+    def gone() -> bool:
+        try:
+            peeked: bytes = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except ValueError:  # a TLS socket: cannot peek at the stream
+            return False
+        except OSError:
+            return True
+        return peeked == b""
+
+    return gone
 
 
 def raise_fd_limit() -> int:

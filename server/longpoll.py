@@ -13,6 +13,7 @@ import json
 from flask import Response, request
 
 from .bus import Batch, Bus, BusClosed
+from .capacity import client_gone
 from .config import Config
 from .errors import ApiError
 from .stats import Stats
@@ -79,7 +80,7 @@ def handle_poll(bus: Bus, stats: Stats, config: Config, channel: str) -> Respons
     timeout = parse_timeout(request.args.get("timeout"), config)
     stats.connect("longpoll")
     try:
-        batch = bus.wait(channel, after, config.max_batch, timeout)
+        batch = bus.wait(channel, after, config.max_batch, timeout, gone=client_gone(request.environ))
     except BusClosed:
         raise ApiError(503, "shutting_down", "the server is stopping; poll again") from None
     finally:

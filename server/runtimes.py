@@ -29,7 +29,9 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app, lab_of
+from .capacity import FD_RESERVE, HonourConnectionClose, derive_limit, raise_fd_limit
 from .config import RUNTIMES, Config
+from .security import LOOPBACK_HOSTS, is_loopback
 
 __all__ = ["RUNTIMES", "ServeOptions", "serve"]
 
@@ -53,13 +55,35 @@ class ServeOptions:
 
 def serve(config: Config, options: ServeOptions) -> None:
     """Run the server in the foreground until a signal stops it."""
-    config = config.with_overrides(runtime=options.runtime)
+    config = prepare(config.with_overrides(runtime=options.runtime), options, raise_fd_limit())
     if options.runtime == "werkzeug":
         _serve_werkzeug(config, options)
     elif options.runtime in ("gthread", "gevent"):
         LabGunicorn(config, options).run()
     else:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {options.runtime!r}")
+
+
+WORKER_CLASSES = {"gthread": "server.workers.LabThreadWorker", "gevent": "server.workers.LabGeventWorker"}
+"""gunicorn's workers with a header deadline (server/workers.py)."""
+
+
+def prepare(config: Config, options: ServeOptions, fd_limit: int) -> Config:
+    """What the configuration leaves to the runtime: connection limits and allowed hosts.
+
+    The held-connection limit (``max_connections``) comes from
+    :func:`~server.capacity.derive_limit` unless it is set; a server bound to
+    a specific non-loopback address also answers to that address by default,
+    and one bound to every interface (``0.0.0.0``, ``::``) to any ``Host``
+    (it needs tokens then; ``python -m server`` checks).
+    """
+    changes: dict[str, Any] = {}
+    if config.max_connections is None:
+        changes["max_connections"] = derive_limit(options.runtime, options.threads, options.connections, fd_limit)
+    if not config.allowed_hosts and not is_loopback(options.host):
+        wildcard = options.host in ("", "0.0.0.0", "::", "[::]")
+        changes["allowed_hosts"] = "*" if wildcard else ",".join([*sorted(LOOPBACK_HOSTS), options.host])
+    return config.with_overrides(**changes)
 
 
 def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
@@ -172,9 +196,12 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
         settings: dict[str, Any] = {
             "bind": f"{o.host}:{o.port}",
             "workers": o.workers,
-            "worker_class": o.runtime,
+            "worker_class": WORKER_CLASSES[o.runtime],
             "threads": o.threads,
-            "worker_connections": o.connections,
+            # Never more connections than file descriptors: gthread's accept()
+            # would fail with EMFILE (server/workers.py survives it, but
+            # refusing to accept is cleaner), gevent's would log each failure.
+            "worker_connections": max(1, min(o.connections, raise_fd_limit() - FD_RESERVE)),
             "graceful_timeout": o.graceful_timeout,
             # Long polls re-poll at once; keep their connections open.
             "keepalive": 75,
@@ -189,4 +216,6 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         # Runs in the worker, after gevent's monkey-patching.
-        return create_app(self.lab_config)
+        app = create_app(self.lab_config)
+        app.wsgi_app = HonourConnectionClose(app.wsgi_app)  # type: ignore[method-assign]
+        return app

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import abc
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from .core import Batch, Event
 
-__all__ = ["Bus", "BusClosed", "BusUnavailable", "Waiter", "WaiterSet", "notify"]
+__all__ = ["GONE_CHECK", "Bus", "BusClosed", "BusUnavailable", "Waiter", "WaiterSet", "notify"]
+
+GONE_CHECK = 1.0
+"""Seconds between two checks that a held request's client is still there (:meth:`Bus.wait`)."""
 
 
 class Waiter(Protocol):
@@ -120,12 +124,17 @@ class Bus(abc.ABC):
             waiters = self._waiters.of(channel)
         notify(waiters, event)
 
-    def wait(self, channel: str, after: int, limit: int, timeout: float) -> Batch:
+    def wait(
+        self, channel: str, after: int, limit: int, timeout: float, gone: Callable[[], bool] | None = None
+    ) -> Batch:
         """Long-poll semantics: a non-empty batch as soon as there is one.
 
         Returns at once when the cursor already has news (events, a gap or a
         reset); otherwise blocks until the channel changes or ``timeout``
         seconds pass, and returns whatever is there then (maybe nothing).
+        ``gone``, asked every :data:`GONE_CHECK` seconds, ends the wait early
+        when it says the client has left, so a departed client does not hold
+        a thread, a greenlet or a connection slot until the timeout.
         Raises :class:`BusClosed` if the bus shuts down while waiting.
         """
         if self.closed:
@@ -140,7 +149,13 @@ class Bus(abc.ABC):
             batch = self.read(channel, after, limit)
             if batch.events or batch.gap or batch.reset:
                 return batch
-            woken.wait(timeout)
+            if gone is None:
+                woken.wait(timeout)
+            else:
+                deadline = time.monotonic() + timeout
+                while not woken.wait(min(GONE_CHECK, max(0.0, deadline - time.monotonic()))):
+                    if time.monotonic() >= deadline or gone():
+                        break
         finally:
             self.unwatch(channel, woken)
         if self.closed:

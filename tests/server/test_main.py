@@ -73,6 +73,7 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
             "512",
             "--ws-compression",
             "off",
+            "--allow-no-token",
         ]
     )
     assert options == ServeOptions("gevent", "0.0.0.0", 9001, 1, 100, 50, 3)
@@ -133,3 +134,49 @@ def test_memory_workers_are_refused_from_the_command_line() -> None:
     )
     assert out.returncode == 2
     assert "--workers > 1 needs --bus redis" in out.stderr
+
+
+def test_binding_beyond_loopback_needs_tokens(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LAB_PUBLISH_TOKEN", raising=False)
+    monkeypatch.delenv("LAB_SUBSCRIBE_TOKEN", raising=False)
+    for host in ("0.0.0.0", "192.0.2.7", "::"):
+        with pytest.raises(SystemExit) as info:
+            parse_args(["--host", host])
+        assert info.value.code == 2
+        assert "LAB_PUBLISH_TOKEN" in capsys.readouterr().err
+    monkeypatch.setenv("LAB_PUBLISH_TOKEN", "p")
+    with pytest.raises(SystemExit):
+        parse_args(["--host", "0.0.0.0"])  # both tokens, not one
+    monkeypatch.setenv("LAB_SUBSCRIBE_TOKEN", "s")
+    config, options = parse_args(["--host", "0.0.0.0"])
+    assert (options.host, config.publish_token, config.subscribe_token) == ("0.0.0.0", "p", "s")
+    for host in ("127.0.0.1", "localhost", "::1"):
+        assert parse_args(["--host", host])[1].host == host
+
+
+def test_limit_and_access_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    config, _ = parse_args(
+        [
+            "--max-connections",
+            "40",
+            "--max-longpoll",
+            "10",
+            "--max-websocket",
+            "30",
+            "--header-timeout",
+            "2",
+            "--history-bytes",
+            "1000",
+            "--channel-ttl",
+            "60",
+            "--allowed-hosts",
+            "lab.example",
+            "--allowed-origins",
+            "https://app.example",
+        ]
+    )
+    assert (config.max_connections, config.max_longpoll, config.max_websocket) == (40, 10, 30)
+    assert (config.header_timeout, config.history_bytes, config.channel_ttl) == (2.0, 1000, 60.0)
+    assert (config.allowed_hosts, config.allowed_origins) == ("lab.example", "https://app.example")
