@@ -1,9 +1,9 @@
 """``python -m bench``: run a benchmark profile, or regenerate a run's report.
 
 - ``python -m bench run --profile {smoke,quick,full} [--scenarios FILE] [--only GLOB] [--out DIR]``
-  runs the profile's scenarios (bench/scenarios.toml) and writes raw results to
+  runs the profile's scenarios (bench/contract/scenarios.toml) and writes raw results to
   ``DIR/runs/<UTC>-<profile>/`` (docs/results.md), points ``DIR/latest`` at it, and writes the report.
-- ``python -m bench report RUN`` regenerates charts and REPORT.md of RUN from its raw files (bench.report).
+- ``python -m bench report RUN`` regenerates charts and REPORT.md of RUN from its raw files (:mod:`bench.report`).
 - ``python -m bench list [--profile P]`` lists the scenarios of a profile.
 """
 
@@ -14,7 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from bench.scenarios import DEFAULT_FILE, ScenarioError, load_file, load_profile
+from bench.contract.scenarios import DEFAULT_FILE, ScenarioError, load_file, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a profile and write raw results, then the report")
     run.add_argument("--profile", default="quick", help="smoke, quick or full (default: %(default)s)")
     run.add_argument(
-        "--scenarios", type=Path, default=DEFAULT_FILE, help="scenarios file (default: bench/scenarios.toml)"
+        "--scenarios", type=Path, default=DEFAULT_FILE, help="scenarios file (default: bench/contract/scenarios.toml)"
     )
     run.add_argument("--only", help="only scenarios whose name matches this glob (comma: several)")
     run.add_argument("--out", type=Path, default=ROOT / "results", help="results directory (default: results/)")
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(args)
     try:
         if a.command == "run":
-            from bench.runner import run_profile
+            from bench.run.runner import run_profile
 
             profile = load_profile(a.profile, a.scenarios)
             command = "python -m bench " + shlex.join(args)
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # bench.runner.RunError: some runs failed, the others are written
+    except KeyboardInterrupt:
+        return 130
+    except RuntimeError as exc:  # bench.run.runner.RunError: some runs failed, the others are written
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,370 @@
+"""The benchmark's client fleet: subscribers sharded over processes, and how their numbers are merged.
+
+Agent layer of the benchmark. One fleet process (``python -m bench.agents.fleet``) is
+one asyncio loop running many subscribers of one transport (``longpoll``,
+``websocket``, ``polling`` from :mod:`clients`, or ``floor``: the line
+protocol of :mod:`bench.agents.floor`), each subscriber on its own connection, all
+through the relay's port. Long-poll and polling subscribers are
+:mod:`clients`' with a bare asyncio HTTP session (see :class:`_BareHttpSession`
+for why not httpx here). For every *measured* event (a payload of
+:func:`bench.contract.payload.encode_payload` with ``warm`` 0) it records:
+
+- end-to-end latency: receive ``monotonic_ns`` minus the payload's intended
+  send time (same host, same clock), in microseconds;
+- delivery latency: receive wall time minus the event's ``ts`` (the bus's
+  publish time).
+
+Warm-up events are delivered and accounted by each subscriber's Tracker but
+not counted as delivered nor recorded. Over its measurement window the
+process records its own CPU (psutil) and its event-loop lag: a ticker task
+sleeps :data:`TICK_S` and records how late it wakes up. A fleet process is
+*saturated* when it used more than :data:`CPU_SATURATED_PERCENT` of one core
+or its loop lag p99 exceeded :data:`LOOP_LAG_SATURATED_MS`: its latencies are
+then the client's, not the server's (flag ``clients_saturated``). The
+``throttle`` option burns that fraction of each tick in a busy loop, so a
+test can prove the flag works.
+
+Process protocol (:mod:`bench.process`): stdout and stdin carry one JSON object per line. The
+first command is ``{"cmd": "config", "config": {...}}`` (a :class:`FleetConfig`). The
+process prints ``{"ready": ...}`` once every subscriber has connected (or
+made its first request), then obeys ``{"cmd": "window"}`` (start of the
+measurement window: reset CPU and loop lag), ``{"cmd": "drain", "last_seq":
+{channel: seq}, "timeout": s}`` (wait until every subscriber's cursor reached
+the last published seq; answers ``{"drained": bool}``), and ``{"cmd":
+"stop"}`` (stop, then print ``{"report": ...}`` and exit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import psutil
+
+from bench.agents.floor import FloorSubscriber
+from bench.agents.http import read_response
+from bench.contract.payload import decode_payload
+from bench.process import commands, say
+from clients import (
+    Counters,
+    LatencyHistogram,
+    LongPollSubscriber,
+    PollingSubscriber,
+    Received,
+    ServerUnavailable,
+    Subscriber,
+    SubscriberError,
+    WebSocketSubscriber,
+    now_ns,
+)
+
+__all__ = [
+    "CPU_SATURATED_PERCENT",
+    "LOOP_LAG_SATURATED_MS",
+    "FleetConfig",
+    "FleetRecorder",
+    "merge_reports",
+    "saturation_reasons",
+]
+
+CPU_SATURATED_PERCENT = 85.0
+"""A fleet process above this share of one core over the window is saturated."""
+LOOP_LAG_SATURATED_MS = 20.0
+"""A fleet process whose event-loop lag p99 is above this is saturated."""
+TICK_S = 0.01
+"""The loop-lag ticker's period."""
+BURN_CHUNK_S = 0.05
+"""The throttle's period: it burns ``throttle`` of each."""
+
+
+def saturation_reasons(cpu_percent: Iterable[float], loop_lag_p99_ms: Iterable[float]) -> list[str]:
+    """Why a fleet's numbers are the clients' rather than the server's (empty: they are not)."""
+    reasons = []
+    for i, cpu in enumerate(cpu_percent):
+        if cpu > CPU_SATURATED_PERCENT:
+            reasons.append(f"process {i} used {cpu:.0f}% of a core (> {CPU_SATURATED_PERCENT:.0f}%)")
+    for i, lag in enumerate(loop_lag_p99_ms):
+        if lag > LOOP_LAG_SATURATED_MS:
+            reasons.append(f"process {i} loop lag p99 {lag:.1f} ms (> {LOOP_LAG_SATURATED_MS:.0f} ms)")
+    return reasons
+
+
+@dataclass(slots=True)
+class FleetConfig:
+    """One fleet process's share of a scenario."""
+
+    transport: str
+    url: str
+    """The relay's base URL (``http://127.0.0.1:port``); floor: ``floor://127.0.0.1:port``."""
+    channels: list[str]
+    """One entry per subscriber: the channel it subscribes to."""
+    poll_timeout_s: float = 25.0
+    poll_interval_s: float | None = None
+    compression: bool = False
+    throttle: float = 0.0
+
+
+@dataclass(slots=True)
+class FleetRecorder:
+    """Sans-I/O: turns received events into counts and histograms (one per fleet process)."""
+
+    end_to_end: LatencyHistogram = field(default_factory=LatencyHistogram)
+    delivery: LatencyHistogram = field(default_factory=LatencyHistogram)
+    delivered: int = 0
+    """Measured (not warm-up) events accepted."""
+    warm: int = 0
+    """Warm-up events accepted."""
+    foreign: int = 0
+    """Events whose payload is not a benchmark payload."""
+
+    def on_event(self, event: Received) -> None:
+        try:
+            _index, intended_mono_ns, warm = decode_payload(event.data)
+        except ValueError:
+            self.foreign += 1
+            return
+        if warm:
+            self.warm += 1
+            return
+        self.delivered += 1
+        self.end_to_end.record_us((event.recv_mono_ns - intended_mono_ns) / 1000)
+        self.delivery.record_us((event.recv_ns - event.ts) / 1000)
+
+
+class _BareHttpSession(LongPollSubscriber):
+    """The long-poll (and polling) session over one bare asyncio HTTP/1.1 keep-alive connection.
+
+    Everything but the I/O is :class:`clients.LongPollSubscriber`'s (answers, cursors, accounting,
+    reconnects, and polling's schedule in :class:`FleetPollingSubscriber`). Why not httpx in the fleet:
+    on the lab's 2 cores, httpx's per-request CPU (about 1.5 ms a request) saturated the fleet at 100
+    long-polling subscribers, so the numbers measured the clients; the lab's own server answers with
+    ``Content-Length`` and keep-alive, which is all this reads.
+    """
+
+    retry_on = (OSError, EOFError, ServerUnavailable, asyncio.LimitOverrunError, TimeoutError)  # type: ignore[assignment]
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        await Subscriber.run(self, stop)  # no httpx client to open
+
+    async def _session(self) -> None:
+        url = urlsplit(self._url)
+        host, port = url.hostname or "127.0.0.1", url.port or 80
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.stats.connections += 1
+        request = b"GET %s?after=%%d&timeout=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
+            url.path.encode("ascii"),
+            f"{self.timeout:g}".encode(),
+            host.encode("ascii"),
+            port,
+        )
+        patience = self.timeout + 10.0
+        try:
+            while True:
+                await self._before_poll()
+                writer.write(request % self.tracker.cursor)
+                async with asyncio.timeout(patience):
+                    status, body, close = await read_response(reader)
+                recv_ns, recv_mono_ns = now_ns()
+                self.stats.requests += 1
+                self.stats.payload_bytes += len(body)
+                if status >= 500:
+                    raise ServerUnavailable(f"poll -> {status} {body[:200]!r}")
+                if status != 200:
+                    raise SubscriberError(f"poll -> {status} {body[:200]!r}")
+                self._on_answer(json.loads(body), recv_ns, recv_mono_ns)
+                if close:
+                    return
+        finally:
+            writer.close()
+
+
+class FleetLongPollSubscriber(_BareHttpSession):
+    """:class:`clients.LongPollSubscriber` with the fleet's bare HTTP session."""
+
+
+class FleetPollingSubscriber(_BareHttpSession, PollingSubscriber):
+    """:class:`clients.PollingSubscriber` (fixed-interval ``timeout=0`` polls) with the fleet's bare HTTP session."""
+
+
+def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Received], None]) -> Subscriber:
+    if config.transport == "longpoll":
+        return FleetLongPollSubscriber(config.url, channel, timeout=config.poll_timeout_s, on_event=on_event)
+    if config.transport == "polling":
+        return FleetPollingSubscriber(config.url, channel, interval=config.poll_interval_s or 1.0, on_event=on_event)
+    if config.transport == "websocket":
+        return WebSocketSubscriber(config.url, channel, compression=config.compression, on_event=on_event)
+    if config.transport == "floor":
+        host, _, port = config.url.removeprefix("floor://").partition(":")
+        return FloorSubscriber(host, int(port), channel, on_event=on_event)
+    raise ValueError(f"unknown transport {config.transport!r}")
+
+
+def _connected(sub: Subscriber) -> bool:
+    if sub.transport in ("longpoll", "polling"):
+        # A held long poll has not been answered yet: the server's /stats says when it is held (the runner checks).
+        return sub.transport == "longpoll" or sub.stats.requests > 0
+    return sub.stats.connections > 0
+
+
+def _total_stats(subs: list[Subscriber]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for s in subs:
+        for key, value in s.stats.as_dict().items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+async def _ticker(lag: list[LatencyHistogram], stop: asyncio.Event) -> None:
+    """Record event-loop lag: how late a ``TICK_S`` sleep wakes up, every tick."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        due = loop.time() + TICK_S
+        await asyncio.sleep(TICK_S)
+        lag[0].record_us(max(0.0, loop.time() - due) * 1e6)
+
+
+async def _burner(throttle: float, stop: asyncio.Event) -> None:
+    """Burn ``throttle`` of the time in busy chunks on the event loop (forces saturation, for tests).
+
+    Chunks of ``throttle * BURN_CHUNK_S`` stall the loop the way a CPU-bound client does, so the
+    loop lag shows it even when the machine is so loaded that the process gets little CPU.
+    """
+    busy, rest = throttle * BURN_CHUNK_S, (1 - throttle) * BURN_CHUNK_S
+    while not stop.is_set():
+        end = time.perf_counter() + busy
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(rest)
+
+
+async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """Run one fleet process under the stdin/stdout protocol; returns its report."""
+    recorder = FleetRecorder()
+    stop = asyncio.Event()
+    lag = [LatencyHistogram()]
+    process = psutil.Process(os.getpid())
+    subs = [_make_subscriber(config, ch, recorder.on_event) for ch in config.channels]
+    tasks = [asyncio.create_task(s.run(stop)) for s in subs]
+    helpers = [asyncio.create_task(_ticker(lag, stop))]
+    if config.throttle > 0:
+        helpers.append(asyncio.create_task(_burner(config.throttle, stop)))
+    cpu0 = process.cpu_times()
+    wall0 = time.monotonic()
+    cpu_percent = 0.0
+    last_published: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not all(_connected(s) for s in subs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            for t in tasks:
+                if t.done() and t.exception() is not None:
+                    raise RuntimeError(f"a subscriber failed: {t.exception()!r}")
+        say({"ready": all(_connected(s) for s in subs)})
+        async for cmd in stream:
+            if cmd["cmd"] == "window":
+                lag[0] = LatencyHistogram()
+                cpu0, wall0 = process.cpu_times(), time.monotonic()
+                say({"window": _total_stats(subs)})
+            elif cmd["cmd"] == "drain":
+                last_published = last = {str(k): int(v) for k, v in cmd["last_seq"].items()}
+                until = time.monotonic() + float(cmd["timeout"])
+                while time.monotonic() < until:
+                    if all(s.tracker.cursor >= last.get(s.channel, 0) for s in subs):
+                        break
+                    await asyncio.sleep(0.01)
+                cpu1, wall1 = process.cpu_times(), time.monotonic()
+                used = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+                cpu_percent = 100.0 * used / max(wall1 - wall0, 1e-9)
+                drained = all(s.tracker.cursor >= last.get(s.channel, 0) for s in subs)
+                say({"drained": drained, "stats": _total_stats(subs)})
+            elif cmd["cmd"] == "stop":
+                break
+    finally:
+        stop.set()
+        done = await asyncio.wait(tasks, timeout=10)
+        for t in done[1]:
+            t.cancel()
+        for helper in helpers:
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
+    counters = Counters.total(s.tracker.finish(last_published.get(s.channel)) for s in subs)
+    errors = [repr(t.exception()) for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
+    return {
+        "subscribers": len(subs),
+        "delivered_measured": recorder.delivered,
+        "delivered_warm": recorder.warm,
+        "foreign": recorder.foreign,
+        "counters": counters.as_dict(),
+        "stats": _total_stats(subs),
+        "end_to_end": recorder.end_to_end.encode(),
+        "delivery": recorder.delivery.encode(),
+        "clamped": {"end_to_end": recorder.end_to_end.clamped, "delivery": recorder.delivery.clamped},
+        "loop_lag": lag[0].encode(),
+        "cpu_percent": cpu_percent,
+        "errors": errors,
+    }
+
+
+def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the reports of several fleet processes: counters add, histograms merge exactly."""
+    e2e, delivery = LatencyHistogram(), LatencyHistogram()
+    counters = Counters()
+    stats: dict[str, int] = {}
+    lag_p99, lag_max, cpu = [], [], []
+    for r in reports:
+        e2e.merge(LatencyHistogram.decode(r["end_to_end"]))
+        delivery.merge(LatencyHistogram.decode(r["delivery"]))
+        e2e.clamped += int(r["clamped"]["end_to_end"])  # not part of the encoding: carried beside it
+        delivery.clamped += int(r["clamped"]["delivery"])
+        counters = counters.merge(Counters(**r["counters"]))
+        for key, value in r["stats"].items():
+            stats[key] = stats.get(key, 0) + value
+        lag = LatencyHistogram.decode(r["loop_lag"])
+        lag_p99.append(lag.percentile_us(99) / 1000 if lag.count else 0.0)
+        lag_max.append(lag.summary()["max_us"] or 0)
+        cpu.append(float(r["cpu_percent"]))
+    return {
+        "subscribers": sum(r["subscribers"] for r in reports),
+        "delivered_measured": sum(r["delivered_measured"] for r in reports),
+        "foreign": sum(r["foreign"] for r in reports),
+        "counters": counters.as_dict(),
+        "stats": stats,
+        "end_to_end": e2e,
+        "delivery": delivery,
+        "cpu_percent": cpu,
+        "loop_lag_p99_ms": lag_p99,
+        "loop_lag_max_ms": [float(v) / 1000 for v in lag_max],
+        "errors": [e for r in reports for e in r["errors"]],
+        "reasons": saturation_reasons(cpu, lag_p99),
+    }
+
+
+async def _serve() -> None:
+    """The agent: a configuration, then the commands of :func:`run_fleet`, then the report."""
+    stream = commands()
+    async for command in stream:
+        if command["cmd"] == "config":
+            report = await run_fleet(FleetConfig(**command["config"]), stream)
+            say({"report": report})
+            return
+
+
+def main() -> None:
+    """Entry point of ``python -m bench.agents.fleet``: started early, configured over stdin."""
+    asyncio.run(_serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""The benchmark's open-loop publisher: its own process, a fixed schedule, never waiting on replies.
+
+Agent layer of the benchmark. Event ``k`` (0-based) has an *intended* send time fixed in
+advance, ``start + offset(k)``, with ``offset(k) = (k // burst) * burst / rate
++ (k % burst) * burst_gap_ms``: ticks at ``rate / burst`` per second, each a
+burst of ``burst`` events ``burst_gap_ms`` apart. The loop sleeps until an
+event is due and hands its request to a task, without waiting for the answer
+before the next event is due (open loop, so a slow server cannot slow the
+offered load down and hide its own latency: the "coordinated omission" trap).
+Requests go over a few keep-alive connections straight to the server, not
+through the relay, so publishing does not count in the subscribers' bytes.
+
+Each payload is :func:`bench.contract.payload.encode_payload`'s JSON array
+``[index, intended_monotonic_ns, warm, "pad"]`` (about 28 bytes at least): ``time.monotonic_ns()`` is the same clock in
+every process of one host, so a subscriber computes end-to-end latency as its
+receive monotonic time minus the intended send time. ``warm`` is 1 for events
+of the warm-up, which subscribers deliver but do not count.
+
+The publisher's own lag (actual send start minus intended time) goes into an
+HdrHistogram. It is *behind* (flag ``publisher_behind``, run invalid) when
+its lag p99 exceeds :data:`BEHIND_P99_MS` or any publish failed to be sent.
+
+Process protocol (``python -m bench.agents.publisher``, JSON lines, :mod:`bench.process`): it reads
+``{"cmd": "plan", "plan": {...}}``, connects, answers ``{"ready": true}``, reads
+``{"cmd": "start", "t0": <monotonic ns>}``, publishes the schedule, and answers ``{"report": {...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.agents.floor import FloorPublisher
+from bench.agents.http import read_response
+from bench.contract.payload import encode_payload
+from bench.process import commands, say
+from clients import LatencyHistogram
+
+__all__ = [
+    "BEHIND_P99_MS",
+    "PublishPlan",
+    "PublisherReport",
+    "channel_for",
+    "event_count",
+    "intended_offset_ns",
+]
+
+BEHIND_P99_MS = 10.0
+"""A publisher whose lag behind schedule has a p99 above this is behind: its run is invalid."""
+CONNECTIONS = 8
+"""Keep-alive connections of the HTTP publisher: a slow answer on one does not hold the schedule."""
+
+
+def intended_offset_ns(index: int, rate: float, burst: int = 1, burst_gap_ms: float = 0.0) -> int:
+    """Intended send time of event ``index`` after the start, in ns (module docstring)."""
+    tick, within = divmod(index, burst)
+    return round(tick * burst * 1e9 / rate + within * burst_gap_ms * 1e6)
+
+
+def event_count(seconds: float, rate: float, burst: int = 1, burst_gap_ms: float = 0.0) -> int:
+    """How many events have an intended time in ``[0, seconds)``: whole bursts only."""
+    if seconds <= 0:
+        return 0
+    ticks = math.ceil(seconds * rate / burst - 1e-9)
+    return ticks * burst
+
+
+def channel_for(index: int, channels: list[str]) -> str:
+    """The channel of event ``index``: round-robin (one channel: broadcast)."""
+    return channels[index % len(channels)]
+
+
+@dataclass(slots=True)
+class PublishPlan:
+    """What to publish: the schedule, the channels, where to."""
+
+    url: str
+    """Server base URL (``http://...``), or ``floor://host:port`` for the loopback floor."""
+    channels: list[str]
+    rate: float
+    burst: int = 1
+    burst_gap_ms: float = 0.0
+    warmup_s: float = 0.0
+    duration_s: float = 1.0
+    payload_bytes: int = 32
+
+    @property
+    def warm_events(self) -> int:
+        return event_count(self.warmup_s, self.rate, self.burst, self.burst_gap_ms)
+
+    @property
+    def total_events(self) -> int:
+        return self.warm_events + event_count(self.duration_s, self.rate, self.burst, self.burst_gap_ms)
+
+    def offset_ns(self, index: int) -> int:
+        """Intended time of event ``index`` after the start; measured events start at ``warmup_s``."""
+        warm = self.warm_events
+        if index < warm:
+            return intended_offset_ns(index, self.rate, self.burst, self.burst_gap_ms)
+        return round(self.warmup_s * 1e9) + intended_offset_ns(index - warm, self.rate, self.burst, self.burst_gap_ms)
+
+
+@dataclass(slots=True)
+class PublisherReport:
+    """What the publisher did (the ``publisher`` block of a raw result, plus per-channel facts)."""
+
+    intended: int = 0
+    """Measured (not warm-up) events in the schedule."""
+    sent: int = 0
+    """Measured events the server acknowledged."""
+    errors: int = 0
+    """Publishes (warm-up included) that failed."""
+    warm_sent: int = 0
+    last_seq: dict[str, int] = field(default_factory=dict)
+    """Highest seq acknowledged per channel: what subscribers must reach."""
+    measured: dict[str, int] = field(default_factory=dict)
+    """Measured events acknowledged per channel."""
+    lag: LatencyHistogram = field(default_factory=LatencyHistogram)
+    """Send start minus intended time, microseconds, every event."""
+
+    @property
+    def behind(self) -> bool:
+        p99 = self.lag.percentile_us(99) / 1000 if self.lag.count else 0.0
+        return p99 > BEHIND_P99_MS or self.errors > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = self.lag.summary()
+        return {
+            "intended": self.intended,
+            "sent": self.sent,
+            "errors": self.errors,
+            "warm_sent": self.warm_sent,
+            "lag_ms": {
+                "p50": (lag["p50_us"] or 0) / 1000,
+                "p99": (lag["p99_us"] or 0) / 1000,
+                "max": (lag["max_us"] or 0) / 1000,
+            },
+            "behind": self.behind,
+            "behind_threshold_p99_ms": BEHIND_P99_MS,
+            "last_seq": self.last_seq,
+            "measured": self.measured,
+        }
+
+
+Send = Callable[[str, bytes], Awaitable[int]]
+"""Publish one payload to a channel; returns the assigned seq."""
+
+
+class HttpPublishPool:
+    """Publishes over a few keep-alive HTTP/1.1 connections, written with bare asyncio streams.
+
+    Why not httpx (which the lab's ``clients.AsyncPublisher`` uses): at hundreds of publishes per
+    second on two shared cores, httpx's per-request CPU made the publisher fall behind its own
+    schedule, and end-to-end latencies measured the publisher. A ``POST`` to the lab's own server
+    and its ``201`` answer (always with ``Content-Length``) need only this. Each connection sends
+    one request at a time; requests wait for a free connection in FIFO order.
+    """
+
+    def __init__(self, host: str, port: int, connections: int = CONNECTIONS) -> None:
+        self.host = host
+        self.port = port
+        self.size = connections
+        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
+        self._all: list[asyncio.StreamWriter] = []
+
+    async def connect(self) -> None:
+        """Open every connection before the schedule starts."""
+        for _ in range(self.size):
+            self._idle.put_nowait(await self._open())
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._all.append(writer)
+        return reader, writer
+
+    async def publish(self, channel: str, body: bytes) -> int:
+        """``POST /channels/<channel>/events``; the assigned seq, or ``ValueError`` for a non-201 answer."""
+        conn = await self._idle.get()
+        try:
+            if conn is None:
+                conn = await self._open()
+            reader, writer = conn
+            writer.write(
+                b"POST /channels/%s/events HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s"
+                % (channel.encode("ascii"), self.host.encode("ascii"), self.port, len(body), body)
+            )
+            status, answer, close = await read_response(reader)
+            if close:
+                writer.close()
+                conn = None
+            if status != 201:
+                raise ValueError(f"publish answered {status}: {answer[:200]!r}")
+            return int(json.loads(answer)["seq"])
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            if conn is not None:
+                conn[1].close()
+            conn = None
+            raise
+        finally:
+            self._idle.put_nowait(conn)
+
+    async def close(self) -> None:
+        for writer in self._all:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> PublisherReport:
+    """Publish ``plan`` open loop from ``start_mono_ns``; the I/O is ``send``."""
+    report = PublisherReport(intended=plan.total_events - plan.warm_events)
+    warm = plan.warm_events
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(index: int, channel: str, body: bytes) -> None:
+        try:
+            seq = await send(channel, body)
+        except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            report.errors += 1
+            return
+        report.last_seq[channel] = max(report.last_seq.get(channel, 0), seq)
+        if index < warm:
+            report.warm_sent += 1
+        else:
+            report.sent += 1
+            report.measured[channel] = report.measured.get(channel, 0) + 1
+
+    for channel in plan.channels:
+        report.last_seq.setdefault(channel, 0)
+        report.measured.setdefault(channel, 0)
+    for index in range(plan.total_events):
+        intended = start_mono_ns + plan.offset_ns(index)
+        delay = intended - time.monotonic_ns()
+        if delay > 0:
+            await asyncio.sleep(delay / 1e9)
+        report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
+        body = encode_payload(index, intended, index < warm, plan.payload_bytes)
+        task = asyncio.create_task(one(index, channel_for(index, plan.channels), body))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks)
+    return report
+
+
+async def _serve() -> None:
+    """The agent: a plan, ``ready``, a start time, the schedule, the report (module docstring)."""
+    stream = commands()
+    plan: PublishPlan | None = None
+    async for command in stream:
+        if command["cmd"] == "plan":
+            plan = PublishPlan(**command["plan"])
+            break
+    if plan is None:
+        return
+    send: Send
+    close: Callable[[], Awaitable[None]]
+    if plan.url.startswith("floor://"):
+        host, _, port = plan.url.removeprefix("floor://").partition(":")
+        floor = FloorPublisher(host, int(port))
+        await floor.connect()
+
+        async def send_floor(channel: str, body: bytes) -> int:
+            seq, _ts = await floor.publish(channel, body)
+            return seq
+
+        send, close = send_floor, floor.close
+    else:
+        host, _, port = plan.url.removeprefix("http://").partition(":")
+        pool = HttpPublishPool(host, int(port))
+        await pool.connect()  # the keep-alive connections are open before the clock starts
+        send, close = pool.publish, pool.close
+    try:
+        say({"ready": True})
+        async for command in stream:
+            if command["cmd"] == "start":
+                report = await run_schedule(plan, send, int(command["t0"]))
+                say({"report": report.as_dict()})
+                break
+    finally:
+        await close()
+
+
+def main() -> None:
+    """Entry point of ``python -m bench.agents.publisher``."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve())
+
+
+if __name__ == "__main__":
+    main()

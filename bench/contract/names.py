@@ -1,0 +1,45 @@
+"""The benchmark's vocabulary: transports, layouts, runtimes, flags, file names, the schema version.
+
+Contract layer: every other module of ``bench/`` takes these from here (the
+runtimes from the server's own configuration, which is their one source).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from server.config import RUNTIMES
+
+__all__ = [
+    "FLAGS",
+    "INVALIDATING_FLAGS",
+    "LAYOUTS",
+    "RESULT_FILE_RE",
+    "RUNTIMES",
+    "SCHEMA_VERSION",
+    "TRANSPORTS",
+    "result_file_name",
+    "run_dir_name",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the raw result and meta.json format (docs/results.md)."""
+TRANSPORTS = ("longpoll", "websocket", "polling", "floor")
+"""What a scenario can run: the lab's two routes, interval polling of the long-poll route, the loopback floor."""
+LAYOUTS = ("broadcast", "per-subscriber")
+FLAGS = ("loss", "clients_saturated", "publisher_behind", "server_errors")
+INVALIDATING_FLAGS = frozenset({"clients_saturated", "publisher_behind"})
+"""Flags that make a run's latency the clients' or the publisher's, not the server's (correctness still counts)."""
+RESULT_FILE_RE = re.compile(r"(?P<scenario>[a-z0-9_.-]+)--(?P<transport>[a-z]+)--r(?P<rep>[0-9]+)\.json")
+
+
+def result_file_name(scenario: str, transport: str, repetition: int) -> str:
+    """``<scenario>--<transport>--r<repetition>.json``: one raw file per run, failed ones too."""
+    return f"{scenario}--{transport}--r{repetition}.json"
+
+
+def run_dir_name(profile: str, now: dt.datetime | None = None) -> str:
+    """``<UTC timestamp>-<profile>``, e.g. ``20261127T201500Z-quick``."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{profile}"

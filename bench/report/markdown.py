@@ -1,0 +1,450 @@
+"""REPORT.md and the charts of a run, regenerated from its raw files alone.
+
+Report layer: ``write_report(run_dir)`` reads ``meta.json`` and the result
+files (validated by :mod:`bench.schema`), deletes the charts it drew before,
+draws them again (:mod:`bench.charts`) and writes ``<run>/REPORT.md`` with the
+summary tables, the performance targets (:mod:`bench.targets`), the Kaazing
+table (:mod:`bench.kaazing`) and every chart embedded. Nothing else is read:
+the raw files are the source of truth. ``python -m bench.report RUN`` does the
+same; so does the runner's ``python -m bench report RUN``.
+
+Every repetition counts: a table cell is the median of the valid repetitions
+with their range beside it, never the best one. A scenario with loss is
+marked ✗ in every table; an invalid repetition (clients saturated, publisher
+behind) is left out of the numbers and labelled ⚠; when no valid repetition
+is left, the numbers shown are the invalid ones, in italics and labelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.contract.names import run_dir_name
+from bench.contract.schema import Result, Run
+
+from .charts import Chart, write_charts
+from .kaazing import PAPER_CLIENTS, measured_table, paper_table
+from .load import load_run
+from .targets import evaluate
+
+__all__ = ["SUMMARY_COLUMNS", "main", "summary_rows", "summary_table", "write_report"]
+
+LOSS_MARK = "✗"
+INVALID_MARK = "⚠"
+SUMMARY_COLUMNS = (
+    "scenario",
+    "transport",
+    "reps",
+    "delivered",
+    "missing/dup/ooo",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "bytes/event",
+    "req/event",
+    "server µs/event",
+    "flags",
+)
+"""Columns of :func:`summary_rows`, for a terminal table."""
+
+
+# --- cells --------------------------------------------------------------------------------------
+
+
+def _num(value: float, digits: int = 3) -> str:
+    """A number with ``digits`` significant digits, no exponent for everyday sizes."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
+    """Median of the values, with their range when there are several: ``1.2 [1.1-1.4]``."""
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "—"
+    med = _num(statistics.median(vals), digits)
+    if len(vals) == 1 or min(vals) == max(vals):
+        return med
+    return f"{med} [{_num(min(vals), digits)}-{_num(max(vals), digits)}]"
+
+
+class _Group:
+    """The repetitions of one scenario and transport, split into those to show and those left out."""
+
+    def __init__(self, results: Sequence[Result]) -> None:
+        self.all = list(results)
+        self.valid = [r for r in results if r.valid]
+        self.shown = self.valid or self.all
+        self.only_invalid = not self.valid
+        self.scenario = results[0].scenario
+        self.lossy = any(r.lossy for r in results)
+
+    def cell(self, get: Callable[[Result], float | None], scale: float = 1.0, digits: int = 3) -> str:
+        text = _spread([get(r) for r in self.shown], scale, digits)
+        return f"*{text}*" if self.only_invalid and text != "—" else text
+
+    @property
+    def name(self) -> str:
+        mark = f" {LOSS_MARK}" if self.lossy else ""
+        mark += f" {INVALID_MARK} INVALID" if self.only_invalid else ""
+        return self.scenario.name + mark
+
+    @property
+    def loss_cell(self) -> str:
+        text = "/".join(
+            str(sum(getattr(r.counters, k) for r in self.all)) for k in ("missing", "duplicate", "out_of_order")
+        )
+        return f"{LOSS_MARK} {text}" if self.lossy else text
+
+    @property
+    def flags_cell(self) -> str:
+        notes = []
+        for r in self.all:
+            if r.flags:
+                label = f"{INVALID_MARK} invalid: " if not r.valid else ""
+                notes.append(f"r{r.repetition} {label}{', '.join(r.flags)}")
+        return "; ".join(notes) or "—"
+
+
+def _groups(run: Run) -> list[_Group]:
+    by_key: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in run.results:
+        by_key[(r.scenario.name, r.scenario.series)].append(r)
+    return [_Group(results) for results in by_key.values()]
+
+
+def _per_event_total(r: Result) -> float | None:
+    up, down = r.num("bytes", "per_event", "up"), r.num("bytes", "per_event", "down")
+    return None if up is None or down is None else up + down
+
+
+def summary_rows(run: Run | Path | str) -> list[tuple[str, ...]]:
+    """One row of plain strings per scenario and transport (columns :data:`SUMMARY_COLUMNS`), for a terminal."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    rows = []
+    for g in _groups(run):
+        rows.append(
+            (
+                g.name,
+                g.scenario.series,
+                str(len(g.all)),
+                g.cell(lambda r: float(r.counters.delivered), digits=6),
+                g.loss_cell,
+                g.cell(lambda r: r.end_to_end.p50_us, 1e-3),
+                g.cell(lambda r: r.end_to_end.p99_us, 1e-3),
+                g.cell(lambda r: r.end_to_end.max_us, 1e-3),
+                g.cell(_per_event_total),
+                g.cell(lambda r: r.num("http", "requests_per_event")),
+                g.cell(lambda r: r.num("server", "cpu_us_per_event")),
+                g.flags_cell,
+            )
+        )
+    return [tuple(c.replace("*", "") for c in row) for row in rows]
+
+
+def summary_table(run: Run | Path | str) -> Any:
+    """:func:`summary_rows` as a ``rich.table.Table``."""
+    from rich.table import Table
+
+    table = Table(title="Summary (median of valid repetitions [range])")
+    for column in SUMMARY_COLUMNS:
+        table.add_column(column, justify="left" if column in ("scenario", "transport", "flags") else "right")
+    for row in summary_rows(run):
+        table.add_row(*row)
+    return table
+
+
+# --- markdown -----------------------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _provenance(run: Run) -> list[str]:
+    meta = run.meta.raw
+    machine = meta["machine"]
+    relay = meta["relay"]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(meta["versions"].items()))
+    rows = [
+        ("profile", meta["profile"]),
+        ("command", f"`{meta['command']}`"),
+        ("started / finished (UTC)", f"{meta['started_utc']} / {meta['finished_utc']}"),
+        ("commit", f"`{meta['git']['commit']}`" + (" (dirty: uncommitted changes)" if meta["git"]["dirty"] else "")),
+        ("machine", f"{machine['cpu_model']}, {machine['cores']} cores, {machine['memory_bytes'] / 2**30:.1f} GiB"),
+        ("platform", f"{machine['platform']} (kernel {machine['kernel']}), Python {meta['python']}"),
+        ("versions", versions),
+        (
+            "relay's own cost",
+            f"+{relay['added_latency_us']['p50']:g} µs p50, +{relay['added_latency_us']['p99']:g} µs p99 per round "
+            f"trip; {relay['cpu_us_per_kib']:g} µs CPU per KiB (measured at the start of the run)",
+        ),
+        ("result files", str(len(run.results))),
+    ]
+    return _table(("", ""), rows)
+
+
+def _targets_section(run: Run) -> list[str]:
+    rows = []
+    for row in evaluate(run):
+        if row.values:
+            each = ", ".join(f"{label} {_num(v)}" for label, v in row.values)
+            measured = f"{_num(row.median or 0.0)} ({each})" if len(row.values) > 1 else _num(row.values[0][1])
+        else:
+            measured = "—"
+        if row.invalid_reps:
+            measured += f"; {INVALID_MARK} left out, invalid: {', '.join(row.invalid_reps)}"
+        verdict = (
+            f"**{row.verdict}**" if row.verdict in ("pass", "FAIL") or row.verdict.startswith("MIXED") else row.verdict
+        )
+        floor = "—" if row.floor is None else _num(row.floor)
+        rows.append((row.target, row.check, measured, row.limit, verdict, floor, row.source))
+    lines = [
+        "## Performance targets",
+        "",
+        "Matched by transport, subscribers and rate, with runtime gevent, broadcast layout and no emulated link "
+        "(definitions in `bench/targets.toml`). A verdict covers every valid repetition: **pass** only when all pass. "
+        "The floor column is the loopback floor's value of the same metric in this run (for the p50 ratio: the "
+        "floor's p50 in ms).",
+        "",
+    ]
+    return lines + _table(("target", "check", "measured", "target", "verdict", "floor", "from scenario"), rows)
+
+
+def _latency(kind: str, key: str) -> Callable[[Result], float | None]:
+    """A getter of one latency statistic (``end_to_end``/``delivery``, ``p50_us``...) of a result."""
+
+    def get(r: Result) -> float | None:
+        value = getattr(getattr(r, kind), key)
+        return None if value is None else float(value)
+
+    return get
+
+
+def _summary_sections(run: Run) -> list[str]:
+    groups = _groups(run)
+    correctness = [
+        (
+            g.name,
+            g.scenario.series,
+            str(len(g.all)),
+            g.cell(lambda r: float(r.counters.expected), digits=6),
+            g.cell(lambda r: float(r.counters.delivered), digits=6),
+            g.loss_cell,
+            str(sum(r.counters.gap_lost for r in g.all)),
+            str(sum(r.counters.reconnects for r in g.all)),
+            g.flags_cell,
+        )
+        for g in groups
+    ]
+    latency = []
+    for g in groups:
+        for kind in ("end_to_end", "delivery"):
+            row = [g.name if kind == "end_to_end" else "", g.scenario.series if kind == "end_to_end" else "", kind]
+            for key in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
+                row.append(g.cell(_latency(kind, key), 1e-3))
+            latency.append(row)
+    cost = [
+        (
+            g.name,
+            g.scenario.series,
+            g.cell(lambda r: r.num("bytes", "per_event", "up")),
+            g.cell(lambda r: r.num("bytes", "per_event", "down")),
+            g.cell(lambda r: float(r.raw["bytes"]["handshake"]["up"] + r.raw["bytes"]["handshake"]["down"])),
+            g.cell(lambda r: r.num("http", "requests_per_event")),
+            g.cell(lambda r: r.num("server", "cpu_us_per_event")),
+            g.cell(lambda r: r.num("server", "rss_bytes"), 2**-20),
+            g.cell(lambda r: r.num("server", "rss_per_connection_bytes"), 2**-10),
+        )
+        for g in groups
+    ]
+    return [
+        "## Summary",
+        "",
+        "One row per scenario and transport: the median of its valid repetitions, with their range "
+        "[min-max] when there are several.",
+        "",
+        "### Correctness",
+        "",
+        *_table(
+            (
+                "scenario",
+                "transport",
+                "reps",
+                "expected",
+                "delivered",
+                "missing/dup/ooo",
+                "gap-lost",
+                "reconnects",
+                "flags",
+            ),
+            correctness,
+        ),
+        "",
+        "### Latency (ms)",
+        "",
+        "`end_to_end`: receive time minus the publisher's intended send time (includes publishing); "
+        "`delivery`: receive wall-clock time minus the bus's publish time `ts`.",
+        "",
+        *_table(("scenario", "transport", "latency", "p50", "p90", "p99", "p99.9", "max"), latency),
+        "",
+        "### Cost",
+        "",
+        *_table(
+            (
+                "scenario",
+                "transport",
+                "bytes/event up",
+                "bytes/event down",
+                "handshake bytes (up+down)",
+                "req/event",
+                "server µs/event",
+                "server RSS MiB",
+                "RSS/conn KiB",
+            ),
+            cost,
+        ),
+    ]
+
+
+def _kaazing_section(run: Run) -> list[str]:
+    clients = [f"{n:,} clients" for n in PAPER_CLIENTS]
+    paper = [
+        (
+            row.transport,
+            f"{row.bytes_per_message:g}",
+            *(f"{v:.4g} (printed {p})" for v, p in zip(row.mbps, row.printed, strict=True)),
+        )
+        for row in paper_table()
+    ]
+    measured = [
+        (
+            row.transport,
+            f"{_num(row.bytes_per_event)} (overhead {_num(row.overhead_bytes)}, payload {row.payload_bytes})",
+            *(_num(v, 4) for v in row.mbps),
+            row.source,
+        )
+        for row in measured_table(run)
+    ]
+    lines = [
+        "## The Kaazing white paper's table, reproduced and recomputed",
+        "",
+        '"HTML5 Web Sockets: A Quantum Leap in Scalability for the Web" (Kaazing): 871 bytes of HTTP headers per '
+        "poll, 2 bytes of framing per WebSocket message, one message per second per client; "
+        "Mbps = 2^20 bits per second.",
+        "",
+        "**From the paper's own inputs:**",
+        "",
+        *_table(("transport", "bytes per message", *clients), paper),
+        "",
+        "**From this run's measured bytes per delivered event** (TCP payload both directions, counted by the relay, "
+        "including the event itself; overhead = wire bytes minus payload bytes). Each transport's number comes from "
+        "the scenario closest to one event per second per subscriber, uncompressed and loopback first:",
+        "",
+    ]
+    if measured:
+        lines += _table(("transport", "bytes per event", *clients, "measured in"), measured)
+    else:
+        lines.append("_No polling, long-poll or WebSocket result with bytes per event in this run._")
+    return lines
+
+
+def _chart_sections(charts: Sequence[Chart]) -> list[str]:
+    lines = ["## Charts", ""]
+    by_section: dict[str, list[Chart]] = defaultdict(list)
+    for chart in charts:
+        by_section[chart.section].append(chart)
+    for section, items in by_section.items():
+        lines += [f"### {section}", ""]
+        for chart in items:
+            lines += [
+                f"![{chart.title}](charts/{chart.png.name})",
+                "",
+                f"*{chart.title}* — {chart.caption}. ([SVG](charts/{chart.svg.name}))",
+                "",
+            ]
+    return lines
+
+
+def _run_name(run: Run) -> str:
+    """The run's name as the runner gave its directory, from meta.json (so a copied run reports the same)."""
+    started = dt.datetime.strptime(run.meta.started_utc[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=dt.UTC)
+    return run_dir_name(run.meta.profile, started)
+
+
+def _markdown(run: Run, charts: Sequence[Chart]) -> str:
+    any_loss = any(r.lossy for r in run.results)
+    any_invalid = any(not r.valid for r in run.results)
+    lines = [
+        f"# Benchmark report: {_run_name(run)}",
+        "",
+        "Generated by `python -m bench report` from the raw files of this directory alone; do not edit it, "
+        "regenerate it. How to read every table and chart: `docs/reading-a-report.md`.",
+        "",
+        f"Marks: {LOSS_MARK} = loss (missing, duplicate or out-of-order events above 0)"
+        f"{' — this run HAS LOSS, see the flags' if any_loss else ''}; "
+        f"{INVALID_MARK} = invalid repetition (clients saturated or publisher behind): its latency is the clients' "
+        f"or the publisher's, not the server's; left out of medians, shown in italics when nothing else is left"
+        f"{' — this run HAS INVALID repetitions' if any_invalid else ''}.",
+        "",
+        "## Run",
+        "",
+        *_provenance(run),
+        "",
+        *_targets_section(run),
+        "",
+        *_summary_sections(run),
+        "",
+        *_kaazing_section(run),
+        "",
+        *_chart_sections(charts),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    """Regenerate ``<run>/charts/*.png|svg`` and ``<run>/REPORT.md`` from the raw files; return the paths written."""
+    run = load_run(run_dir)
+    charts_dir = run.path / "charts"
+    if charts_dir.is_dir():
+        for old in [*charts_dir.glob("*.png"), *charts_dir.glob("*.svg")]:
+            old.unlink()
+    charts = write_charts(run, charts_dir)
+    report = run.path / "REPORT.md"
+    report.write_text(_markdown(run, charts), encoding="utf-8")
+    return [*(p for c in charts for p in (c.png, c.svg)), report]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.report RUN``: regenerate a run's report; print what was written."""
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run directory (results/runs/<UTC>-<profile> or results/latest)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.run)
+    except (ValueError, OSError) as exc:
+        print(f"bench.report: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

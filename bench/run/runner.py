@@ -1,0 +1,489 @@
+"""The benchmark runner: one scenario x transport x repetition at a time, every process stopped in ``finally``.
+
+Run layer of the benchmark, the orchestrator. For each run it starts, in this order:
+the server (``python -m server`` with the scenario's runtime and flags, or the
+loopback floor :mod:`bench.agents.floor`), probed until ready; a relay
+(:mod:`bench.link`) in front of it with the scenario's link, which meters
+bytes; the open-loop publisher (:mod:`bench.agents.publisher`, straight to the
+server); the client fleet (:mod:`bench.agents.fleet` processes, through the relay).
+Then the schedule: the publisher starts at ``T0``; warm-up events are
+published until ``T0 + warmup_s``, when the measurement window opens (relay,
+server CPU and fleet snapshots); it closes when every subscriber has
+received the last published event (the drain). Everything is stopped in a
+``finally``, process group by process group (:mod:`bench.process`), so no process outlives a run.
+
+A profile writes one raw file per repetition as it goes, a failed one too
+(``status: failed`` with its error), and rewrites ``meta.json`` after each, so
+a profile interrupted in the middle (SIGINT) leaves a run directory that
+``python -m bench report`` can still read: it lists the runs that are missing.
+
+docs/metrics.md defines every number this writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from bench.agents.fleet import FleetConfig, merge_reports, saturation_reasons
+from bench.agents.floor import FloorProcess
+from bench.agents.publisher import PublishPlan
+from bench.contract.names import result_file_name, run_dir_name
+from bench.contract.scenarios import Profile, Scenario
+from bench.contract.schema import validate_meta, validate_result
+from bench.link import RelayProcess, measure_overhead
+from bench.process import Child, ChildError, free_port, wait_http_ok
+
+from .capture import write_capture
+from .meta import run_meta
+from .record import assemble_result, failed_result, update_latest, utc_now, write_json
+
+__all__ = ["RunError", "ServerHandle", "run_one", "run_profile", "selected", "shard"]
+
+READY_TIMEOUT_S = 60.0
+"""Longest wait for a server, a fleet or the publisher to be ready."""
+DRAIN_TIMEOUT_S = 15.0
+"""Longest wait, after the last publish, for every subscriber to reach the last seq (plus the link's delay)."""
+
+
+class RunError(RuntimeError):
+    """A run that could not be carried out (a process did not start or answer)."""
+
+
+def shard(items: list[str], parts: int) -> list[list[str]]:
+    """Deal ``items`` round-robin into at most ``parts`` non-empty shards."""
+    parts = max(1, min(parts, len(items)))
+    return [items[i::parts] for i in range(parts)]
+
+
+def selected(scenarios: tuple[Scenario, ...], only: str | None) -> list[Scenario]:
+    """Scenarios whose name matches the glob ``only`` (all when ``None``); comma-separated globs are alternatives."""
+    if not only:
+        return list(scenarios)
+    globs = [g.strip() for g in only.split(",") if g.strip()]
+    return [s for s in scenarios if any(fnmatch.fnmatch(s.name, g) for g in globs)]
+
+
+# --- the server under test ------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerHandle:
+    """The server under test (the lab's Flask server or the floor): where it listens and what it costs."""
+
+    port: int
+    child: Child
+    http: bool
+    """Whether it speaks HTTP (``/healthz``, ``/stats``); the floor does not."""
+    stop_timeout: float = 1.0
+    """The window is closed when it stops: a server slow to shut down (gunicorn's arbiter) is killed after this."""
+    base: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def exited(self) -> bool:
+        return self.child.exited()
+
+    def stop(self) -> None:
+        self.child.stop(self.stop_timeout)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process and its children (gunicorn workers)."""
+        return self.child.cpu_seconds()
+
+    def rss_bytes(self) -> int:
+        return self.child.rss_bytes()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Probe ``/healthz`` until it answers 200 (the floor is ready once it announced its port)."""
+        if self.exited():
+            raise RunError(f"the server on port {self.port} exited at start (see the run's log)")
+        if self.http:
+            try:
+                wait_http_ok(f"{self.base}/healthz", timeout, alive=lambda: not self.exited())
+            except ChildError as exc:
+                raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats`` (empty for the floor)."""
+        if not self.http:
+            return {}
+        try:
+            result: dict[str, Any] = httpx.get(f"{self.base}/stats", timeout=10).json()
+        except httpx.HTTPError as exc:  # e.g. every gthread thread held by a long poll
+            raise RunError(f"the server's /stats did not answer ({exc!r}): is every worker thread busy?") from exc
+        return result
+
+
+def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
+    """The ``python -m server`` command line of a scenario."""
+    args = [
+        "-m", "server",
+        "--runtime", scenario.runtime,
+        "--port", str(port),
+        "--history", str(history),
+        "--threads", str(scenario.threads),
+        "--connections", str(scenario.connections),
+        "--poll-timeout", str(scenario.poll_timeout_s),
+        "--ws-compression", "on" if scenario.compression else "off",
+    ]  # fmt: skip
+    if scenario.ws_ping_s:
+        args += ["--ws-ping-interval", str(scenario.ws_ping_s)]
+    return args
+
+
+def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
+    """Start the server under test; :meth:`ServerHandle.wait_ready` waits until it answers."""
+    if transport == "floor":
+        floor = FloorProcess()  # returns once it listens
+        return ServerHandle(floor.port, floor, http=False)
+    port = free_port()  # python -m server has no ready line to announce a port of its own choosing
+    child = Child(server_args(scenario, port, history), log=log, lines=False, name="the server")
+    return ServerHandle(port, child, http=True)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _relay_totals(snap: dict[str, Any]) -> dict[str, int]:
+    return {
+        "up": int(snap["up"]["bytes"]),
+        "down": int(snap["down"]["bytes"]),
+        "head_up": int(snap["up"]["head_bytes"]),
+        "head_down": int(snap["down"]["head_bytes"]),
+        "heads": int(snap["up"]["heads"]),
+    }
+
+
+def _sleep_until(mono_ns: int) -> None:
+    delay = (mono_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) -> dict[str, Any]:
+    """Run one scenario x transport x repetition; returns its raw result (docs/results.md)."""
+    started_utc, t_start = utc_now(), time.monotonic()
+    channels = scenario.channels
+    unique_channels = list(dict.fromkeys(channels))
+    plan = PublishPlan(
+        url="",
+        channels=unique_channels,
+        rate=scenario.rate,
+        burst=scenario.burst,
+        burst_gap_ms=scenario.burst_gap_ms,
+        warmup_s=scenario.warmup_s,
+        duration_s=scenario.duration_s,
+        payload_bytes=scenario.payload_bytes,
+    )
+    history = max(10_000, plan.total_events + 1_000)
+    server_errors: list[str] = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{scenario.name}--{transport}--r{repetition}.log"
+    with log_path.open("wb") as log, contextlib.ExitStack() as stack:
+
+        def mark(phase: str) -> None:
+            log.write(f"[runner] {time.monotonic() - t_start:8.3f} s {phase}\n".encode())
+            log.flush()
+
+        stack.callback(mark, "stopped")
+        # Helper processes first: their imports overlap the server's start; they get their config later.
+        parts = shard(channels, scenario.client_processes)
+        fleets: list[Child] = []
+        for _ in parts:
+            fleet = Child(["-m", "bench.agents.fleet"], log=log, name="a fleet process")
+            stack.callback(fleet.stop)
+            fleets.append(fleet)
+        publisher: Child | None = None
+        if not scenario.idle:
+            publisher = Child(["-m", "bench.agents.publisher"], log=log, name="the publisher")
+            stack.callback(publisher.stop)
+        server = launch_server(scenario, transport, history, log)
+        stack.callback(server.stop)
+        relay = RelayProcess(("127.0.0.1", server.port), scenario.link).start()  # connects upstream per connection
+        stack.callback(relay.stop)
+        # Runs first on the way out: every process gets SIGTERM at once, then each stop() waits for its own.
+        for child in [server.child, *fleets, *([publisher] if publisher else [])]:
+            stack.callback(child.terminate)
+        server.wait_ready()
+        mark("server and relay ready")
+        rss_start = server.rss_bytes()
+        scheme = "floor" if transport == "floor" else "http"
+        if publisher is not None:
+            plan.url = f"{scheme}://127.0.0.1:{server.port}"
+            publisher.send({"cmd": "plan", "plan": _fields(plan)})
+        for fleet, part in zip(fleets, parts, strict=True):
+            config = FleetConfig(
+                transport=transport,
+                url=f"{scheme}://127.0.0.1:{relay.port}",
+                channels=part,
+                poll_timeout_s=scenario.poll_timeout_s,
+                poll_interval_s=scenario.poll_interval_s,
+                compression=scenario.compression,
+                throttle=scenario.throttle,
+            )
+            fleet.send({"cmd": "config", "config": _fields(config)})
+        for fleet in fleets:
+            if not fleet.expect("ready", READY_TIMEOUT_S)["ready"]:
+                raise RunError("a fleet process did not connect every subscriber")
+        mark("fleet ready")
+        if transport == "longpoll":
+            _wait(
+                lambda: server.stats()["connections"]["longpoll"] >= scenario.subscribers,
+                READY_TIMEOUT_S,
+                "every long poll to be held",
+            )
+        elif transport == "websocket":
+            _wait(
+                lambda: server.stats()["connections"]["websocket"] >= scenario.subscribers,
+                READY_TIMEOUT_S,
+                "every WebSocket to be open",
+            )
+        if publisher is not None and not publisher.expect("ready", READY_TIMEOUT_S)["ready"]:
+            raise RunError("the publisher did not get ready")
+        mark("connections held, publisher ready")
+        # The schedule: T0 a little ahead, so every process is waiting when it comes.
+        t0 = time.monotonic_ns() + 100_000_000
+        if publisher is not None:
+            publisher.send({"cmd": "start", "t0": t0})
+        _sleep_until(t0 + round(scenario.warmup_s * 1e9))
+        relay0, cpu0, stats0 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
+        window_stats0 = []
+        for fleet in fleets:
+            fleet.send({"cmd": "window"})
+        for fleet in fleets:
+            window_stats0.append(fleet.expect("window", READY_TIMEOUT_S)["window"])
+        pub_report: dict[str, Any] | None = None
+        last_seq: dict[str, int] = {}
+        if publisher is not None:
+            pub_report = publisher.expect("report", scenario.duration_s + READY_TIMEOUT_S)["report"]
+            last_seq = pub_report["last_seq"]
+        else:
+            time.sleep(scenario.duration_s)
+        idle_seconds = (time.monotonic_ns() - t0) / 1e9 - scenario.warmup_s if scenario.idle else None
+        drain_timeout = DRAIN_TIMEOUT_S + 4 * (scenario.link.one_way_ms + scenario.link.jitter_ms) / 1000
+        for fleet in fleets:
+            fleet.send({"cmd": "drain", "last_seq": last_seq, "timeout": drain_timeout})
+        drained = [fleet.expect("drained", drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
+        mark("drained")
+        relay1, cpu1, stats1 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
+        rss_end = server.rss_bytes()
+        if server.exited():
+            server_errors.append("the server exited during the run")
+        reports = []
+        for fleet in fleets:
+            fleet.send({"cmd": "stop"})
+        for fleet in fleets:
+            reports.append(fleet.expect("report", READY_TIMEOUT_S)["report"])
+        mark("fleet reports in")
+    merged = merge_reports(reports)
+    if scenario.idle:
+        # Nothing latency-like is measured when idle; a loop-lag spike (every hold ending at once) is no reason.
+        merged["reasons"] = saturation_reasons(merged["cpu_percent"], [])
+    merged["expected"] = sum(int((pub_report or {}).get("measured", {}).get(ch, 0)) for ch in channels)
+    merged["window_stats"] = _diff_stats([d["stats"] for d in drained], window_stats0)
+    if pub_report is not None and pub_report["errors"]:
+        server_errors.append(f"{pub_report['errors']} publishes failed")
+    if merged["errors"]:
+        server_errors.extend(merged["errors"])
+    handshake = {"up": 0, "down": 0, "connections": 0}
+    if transport == "websocket":
+        handshake = {"up": relay1["head_up"], "down": relay1["head_down"], "connections": relay1["heads"]}
+    steady = {
+        "up": relay1["up"] - relay0["up"] - (relay1["head_up"] - relay0["head_up"]),
+        "down": relay1["down"] - relay0["down"] - (relay1["head_down"] - relay0["head_down"]),
+    }
+    if transport != "websocket":
+        # HTTP requests each carry their headers: they are steady-state bytes (docs/results.md).
+        steady = {"up": relay1["up"] - relay0["up"], "down": relay1["down"] - relay0["down"]}
+    requests = 0
+    if stats0 and stats1:
+        requests = stats1["requests"]["longpoll"] - stats0["requests"]["longpoll"]
+    return assemble_result(
+        scenario_block=scenario.block(transport),
+        repetition=repetition,
+        started_utc=started_utc,
+        wall_s=time.monotonic() - t_start,
+        publisher=pub_report,
+        fleet=merged,
+        relay_window={"steady": steady, "handshake": handshake},
+        server_window={"cpu_s": cpu1 - cpu0, "rss_bytes": rss_end, "rss_start_bytes": rss_start, "requests": requests},
+        idle_seconds=idle_seconds,
+        server_errors=server_errors,
+    )
+
+
+def _fields(obj: PublishPlan | FleetConfig) -> dict[str, Any]:
+    """A plan or a fleet configuration as the JSON its agent reads."""
+    return {k: getattr(obj, k) for k in type(obj).__dataclass_fields__}
+
+
+def _diff_stats(ends: list[dict[str, int]], starts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for end, start in zip(ends, starts, strict=True):
+        for key, value in end.items():
+            total[key] = total.get(key, 0) + value - start.get(key, 0)
+    return total
+
+
+def temp_log_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="lab-bench-logs-"))
+
+
+# --- a whole profile ------------------------------------------------------------------------------------------
+
+
+def _fmt_ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summary_table(results: list[dict[str, Any]]) -> Any:
+    """A rich table: one row per scenario/transport/repetition."""
+    from rich.table import Table
+
+    table = Table(title="Benchmark summary (latency end to end, ms)", show_lines=False)
+    for column in ("scenario", "transport", "r", "delivered", "loss", "p50", "p99", "max"):
+        table.add_column(column, justify="left" if column in ("scenario", "transport") else "right")
+    for column in ("B/event down", "req/event", "server us/event", "flags"):
+        table.add_column(column, justify="right" if column != "flags" else "left")
+    for r in results:
+        c, e2e = r["counters"], r["latency"]["end_to_end"]
+        loss = c["missing"] + c["duplicate"] + c["out_of_order"]
+        table.add_row(
+            r["scenario"]["name"],
+            r["scenario"]["transport"],
+            str(r["repetition"]),
+            f"{c['delivered']}/{c['expected']}",
+            "[red]" + str(loss) + "[/red]" if loss else "0",
+            _fmt_ms(e2e["p50_us"]),
+            _fmt_ms(e2e["p99_us"]),
+            _fmt_ms(e2e["max_us"]),
+            _fmt(r["bytes"]["per_event"]["down"]),
+            _fmt(r["http"]["requests_per_event"], 2),
+            _fmt(r["server"]["cpu_us_per_event"]),
+            ",".join(r["flags"]) or ("" if r["valid"] else "invalid"),
+        )
+    return table
+
+
+def run_profile(
+    profile: Profile,
+    out: Path,
+    *,
+    only: str | None = None,
+    command: str = "python -m bench run",
+    report: bool = True,
+) -> Path:
+    """Run every selected scenario of ``profile`` into ``out/runs/<UTC>-<profile>/``; returns that directory.
+
+    Every repetition becomes a raw file as soon as it ends; one that raised is written as ``status: failed``
+    with its error, and the profile goes on. ``meta.json`` is rewritten after each, so an interrupted profile
+    (KeyboardInterrupt) leaves a readable run whose meta has no ``finished_utc``. After everything else is
+    written (meta.json, latest, report), :class:`RunError` says how many runs failed.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=200)
+    scenarios = selected(profile.scenarios, only)
+    if not scenarios:
+        raise RunError(f"no scenario of profile {profile.name!r} matches {only!r}")
+    runs = [(s, t, k) for s in scenarios for k in range(1, s.repetitions + 1) for t in s.transports]
+    started_utc, wall0 = utc_now(), time.monotonic()
+    run_dir = out / "runs" / run_dir_name(profile.name)
+    run_dir.mkdir(parents=True, exist_ok=False)
+    log_dir = run_dir / "logs"
+    console.print(f"[bold]{profile.name}[/bold]: {len(runs)} runs of {len(scenarios)} scenarios -> {run_dir}")
+    console.print("measuring the relay's own cost ...")
+    meta = run_meta(profile.name, command, started_utc, measure_overhead(samples=1000, bulk_bytes=4 << 20))
+    meta["planned"] = [result_file_name(s.name, t, k) for s, t, k in runs]
+    meta["files"] = []
+    meta["finished_utc"] = None
+
+    def save_meta() -> None:
+        validate_meta(meta)
+        write_json(run_dir / "meta.json", meta)
+
+    save_meta()
+    console.print("capturing one long poll and one WebSocket session byte for byte ...")
+    try:
+        write_capture(run_dir)
+    except (OSError, RuntimeError, ValueError, TimeoutError) as exc:  # the numbers do not depend on it
+        console.print(f"[yellow]no capture.json[/yellow]: {exc!r}")
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("starting", total=len(runs))
+            for scenario, transport, k in runs:
+                label = f"{scenario.name} / {transport} / r{k}"
+                progress.update(task, description=label)
+                started, t0 = utc_now(), time.monotonic()
+                try:
+                    result = run_one(scenario, transport, k, log_dir)
+                    validate_result(result)
+                except Exception as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+                    result = failed_result(scenario.block(transport), k, started, time.monotonic() - t0, error)
+                    failures.append(f"{label}: {error}")
+                    progress.console.print(f"[red]FAILED[/red] {label}: {error} (logs: {log_dir})")
+                else:
+                    results.append(result)
+                    c = result["counters"]
+                    progress.console.print(
+                        f"{label}: {c['delivered']}/{c['expected']} delivered, p50 "
+                        f"{_fmt_ms(result['latency']['end_to_end']['p50_us'])} ms, p99 "
+                        f"{_fmt_ms(result['latency']['end_to_end']['p99_us'])} ms {' '.join(result['flags'])}"
+                    )
+                name = result_file_name(scenario.name, transport, k)
+                write_json(run_dir / name, result)
+                meta["files"].append(name)
+                save_meta()
+                progress.advance(task)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted[/yellow]: {len(meta['files'])} of {len(runs)} runs written to {run_dir}; "
+            f"`python -m bench report {run_dir}` reports them and lists the missing ones"
+        )
+        update_latest(out, run_dir)
+        raise
+    meta["finished_utc"] = utc_now()
+    save_meta()
+    update_latest(out, run_dir)
+    console.print(summary_table(results))
+    console.print(f"{len(results)} of {len(runs)} runs measured in {time.monotonic() - wall0:.0f} s -> {run_dir}")
+    for failure in failures:
+        console.print(f"[red]failed run[/red] {failure}")
+    if report:
+        from bench.report import write_report
+
+        written = write_report(run_dir)
+        console.print(f"report: {run_dir / 'REPORT.md'} ({len(written)} files)")
+    if failures:
+        raise RunError(f"{len(failures)} of {len(runs)} runs failed (their errors are in their raw files in {run_dir})")
+    return run_dir

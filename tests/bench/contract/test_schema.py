@@ -1,0 +1,178 @@
+"""bench.schema: valid raw files pass; each broken one is refused with the field named."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from bench.contract.schema import SchemaError, validate_meta, validate_result
+from bench.report.load import load_run
+from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    specs = [
+        Spec("rate-10", "rate", reps=2, lossy={("websocket", 2)}, saturated={("longpoll", 1)}),
+        Spec("idle-5", "idle", idle=True, rate=0, subscribers=5, transports=("longpoll", "websocket"), reps=1),
+        Spec("delay-50-poll1s", "delay", one_way_ms=50, rate=1, transports=("polling",), poll_interval_s=1.0, reps=1),
+    ]
+    return write_synthetic_run(tmp_path_factory.mktemp("schema") / "run", specs)
+
+
+@pytest.fixture
+def result(run_dir):
+    return json.loads((run_dir / "rate-10--websocket--r1.json").read_text())
+
+
+@pytest.fixture
+def meta(run_dir):
+    return json.loads((run_dir / "meta.json").read_text())
+
+
+def test_every_fixture_file_is_valid(run_dir, meta):
+    validate_meta(meta)
+    for name in meta["files"]:
+        validate_result(json.loads((run_dir / name).read_text()))
+
+
+def test_load_run_gives_typed_results(run_dir):
+    run = load_run(run_dir)
+    assert len(run.results) == 3 * 2 + 2 + 1
+    assert run.meta.cores == 2 and run.meta.provenance.startswith("SYNTHETIC FIXTURE")
+    lossy = [r for r in run.results if r.lossy]
+    assert [(r.scenario.name, r.scenario.transport, r.repetition) for r in lossy] == [("rate-10", "websocket", 2)]
+    assert lossy[0].counters.missing == 3
+    invalid = [r for r in run.results if not r.valid]
+    assert [(r.scenario.transport, r.repetition, r.flags) for r in invalid] == [("longpoll", 1, ("clients_saturated",))]
+    idle = [r for r in run.results if r.scenario.idle]
+    assert len(idle) == 2 and all(r.end_to_end.count == 0 for r in idle)
+    polling = [r for r in run.results if r.scenario.transport == "polling"]
+    assert polling[0].scenario.series == "polling 1 s" and polling[0].scenario.link.one_way_ms == 50
+    assert polling[0].end_to_end.histogram().get_total_count() == polling[0].end_to_end.count
+
+
+def _set(obj, path, value):
+    *parents, last = path
+    for key in parents:
+        obj = obj[key]
+    if value is _DELETE:
+        del obj[last]
+    else:
+        obj[last] = value
+
+
+_DELETE = object()
+
+BROKEN_RESULTS = [
+    (("schema",), 2, "schema"),
+    (("scenario", "rate"), -1, "scenario.rate"),
+    (("scenario", "rate"), "fast", "scenario.rate"),
+    (("scenario", "transport"), "sse", "scenario.transport"),
+    (("scenario", "layout"), "fanout", "scenario.layout"),
+    (("scenario", "name"), "Rate 10", "scenario.name"),
+    (("scenario", "link", "one_way_ms"), _DELETE, "scenario.link.one_way_ms"),
+    (("scenario", "surprise"), 1, "scenario.surprise"),
+    (("repetition",), 0, "repetition"),
+    (("started_utc",), "yesterday", "started_utc"),
+    (("counters", "missing"), -3, "counters.missing"),
+    (("counters", "delivered"), 1.5, "counters.delivered"),
+    (("latency", "end_to_end", "hdr"), _DELETE, "latency.end_to_end.hdr"),
+    (("latency", "delivery", "p99_us"), "slow", "latency.delivery.p99_us"),
+    (("latency", "end_to_end", "hdr"), "bm90IGEgaGlzdG9ncmFt", "latency.end_to_end.hdr"),
+    (("latency", "end_to_end", "count"), 1, "latency.end_to_end.count"),
+    (("bytes", "per_event", "down"), -1.0, "bytes.per_event.down"),
+    (("bytes", "steady"), _DELETE, "bytes.steady"),
+    (("http", "requests"), None, "http.requests"),
+    (("server", "rss_bytes"), "big", "server.rss_bytes"),
+    (("clients", "cpu_percent"), [10.0, "x"], "clients.cpu_percent[1]"),
+    (("idle",), {"seconds": 30}, "idle.bytes_per_connection_per_min"),
+    (("flags",), ["loss", "loss"], "flags"),
+    (("flags",), ["slow"], "flags[0]"),
+    (("flags",), ["loss"], "flags"),  # loss flagged without any loss counted
+    (("flags",), ["clients_saturated"], "valid"),  # invalidating flag but valid stays true
+    (("valid",), False, "valid"),  # invalid without a reason
+    (("clients", "saturated"), True, "flags"),  # saturated but not flagged
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"), BROKEN_RESULTS, ids=[c[2] + "=" + repr(c[1])[:20] for c in BROKEN_RESULTS]
+)
+def test_broken_result_is_refused_naming_the_field(result, path, value, field):
+    broken = copy.deepcopy(result)
+    _set(broken, path, value)
+    with pytest.raises(SchemaError) as info:
+        validate_result(broken)
+    assert info.value.path == field, str(info.value)
+    assert field in str(info.value)
+
+
+def test_missing_counter_is_refused(result):
+    broken = copy.deepcopy(result)
+    broken["counters"]["missing"] = 2
+    with pytest.raises(SchemaError, match="flags"):
+        validate_result(broken)
+    broken["flags"] = ["loss"]
+    validate_result(broken)  # consistent again
+
+
+def test_polling_needs_an_interval(run_dir):
+    obj = json.loads((run_dir / "delay-50-poll1s--polling--r1.json").read_text())
+    obj["scenario"]["poll_interval_s"] = None
+    with pytest.raises(SchemaError) as info:
+        validate_result(obj)
+    assert info.value.path == "scenario.poll_interval_s"
+
+
+BROKEN_META = [
+    (("schema",), 0, "schema"),
+    (("git", "commit"), "not-a-sha", "git.commit"),
+    (("machine", "cores"), 0, "machine.cores"),
+    (("machine", "cpu_model"), _DELETE, "machine.cpu_model"),
+    (("relay", "cpu_us_per_kib"), "fast", "relay.cpu_us_per_kib"),
+    (("files",), ["notes.txt"], "files[0]"),
+    (("finished_utc",), _DELETE, "finished_utc"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), BROKEN_META, ids=[c[2] for c in BROKEN_META])
+def test_broken_meta_is_refused_naming_the_field(meta, path, value, field):
+    broken = copy.deepcopy(meta)
+    _set(broken, path, value)
+    with pytest.raises(SchemaError) as info:
+        validate_meta(broken)
+    assert info.value.path == field, str(info.value)
+
+
+def test_load_run_names_the_bad_file(tmp_path):
+    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
+    bad = run_dir / "rate-1--websocket--r1.json"
+    obj = json.loads(bad.read_text())
+    obj["counters"]["duplicate"] = -1
+    bad.write_text(json.dumps(obj))
+    with pytest.raises(SchemaError) as info:
+        load_run(run_dir)
+    assert info.value.file == "rate-1--websocket--r1.json"
+    assert "rate-1--websocket--r1.json: counters.duplicate" in str(info.value)
+
+
+def test_load_run_refuses_unlisted_and_misnamed_files(tmp_path):
+    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
+    src = run_dir / "rate-1--websocket--r1.json"
+    (run_dir / "rate-1--websocket--r9.json").write_text(src.read_text())
+    with pytest.raises(SchemaError, match=r"rate-1--websocket--r9.json: files: .*not listed"):
+        load_run(run_dir)
+    (run_dir / "rate-1--websocket--r9.json").unlink()
+    (run_dir / "rate-1--longpoll--r1.json").write_text(src.read_text())  # websocket content, longpoll name
+    with pytest.raises(SchemaError, match=r"rate-1--longpoll--r1.json: scenario: file name does not match"):
+        load_run(run_dir)
+
+
+def test_load_run_refuses_unreadable_json(tmp_path):
+    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
+    (run_dir / "meta.json").write_text("{not json")
+    with pytest.raises(SchemaError, match=r"meta\.json"):
+        load_run(run_dir)

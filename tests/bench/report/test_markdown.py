@@ -1,0 +1,184 @@
+"""bench.report (with bench.charts and bench.targets): everything regenerated from raw files alone.
+
+The run is SYNTHETIC (tests/bench/fixtures/synthetic.py): schema-valid files with real HdrHistograms
+of generated values, one lossy and two invalid (saturated) repetitions injected.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from bench.report.charts import find_sweeps
+from bench.report.load import load_run
+from bench.report.markdown import SUMMARY_COLUMNS, main, summary_rows, write_report
+from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
+
+EXPECTED_CHARTS = {
+    "spectrum--target-ws-100x100",
+    "spectrum--pairs-50",
+    "spectrum--throughput-50",
+    "spectrum--rate",
+    "spectrum--fanout-size",
+    "spectrum--payload",
+    "spectrum--runtime",
+    "spectrum--delay",
+    "transits--delay",
+    "latency-vs-rate--rate",
+    "requests-per-event--rate",
+    "latency-vs-subscribers--fanout-size",
+    "bytes-vs-payload--payload",
+    "runtimes--runtime",
+    "cpu-vs-load",
+    "idle-cost",
+    "pairs--pairs-50",
+    "throughput-under-delay",
+}
+
+
+def _specs() -> list[Spec]:
+    lp_ws = ("longpoll", "websocket")
+    return [
+        Spec("rate-1", "rate", rate=1, reps=1),
+        Spec("rate-100", "rate", rate=100, reps=2, saturated={("longpoll", 1)}),
+        Spec("rate-1000", "rate", rate=1000, reps=1, transports=("longpoll",), saturated={("longpoll", 1)}),
+        # an unusual sweep name: charts follow the parameter that varies, not the name
+        Spec("fan-1", "fanout-size", subscribers=1, reps=1, transports=lp_ws),
+        Spec("fan-100", "fanout-size", subscribers=100, reps=1, transports=lp_ws, lossy={("websocket", 1)}),
+        Spec("payload-16", "payload", payload_bytes=16, reps=1, transports=lp_ws),
+        Spec("payload-1024", "payload", payload_bytes=1024, reps=1, transports=lp_ws),
+        Spec("runtime-werkzeug", "runtime", runtime="werkzeug", reps=1, transports=lp_ws),
+        Spec("runtime-gevent", "runtime", runtime="gevent", reps=1, transports=lp_ws),
+        Spec("idle-10", "idle", subscribers=10, idle=True, rate=0, reps=1, transports=lp_ws),
+        Spec("delay-0", "delay", rate=1, reps=1, transports=lp_ws),
+        Spec("delay-50", "delay", rate=1, one_way_ms=50, reps=1, transports=lp_ws),
+        Spec("delay-50-poll1s", "delay", rate=1, one_way_ms=50, poll_interval_s=1.0, reps=1, transports=("polling",)),
+        Spec("pairs-50", "pairs", rate=2, burst=2, burst_gap_ms=3, one_way_ms=50, reps=1, transports=lp_ws),
+        Spec("throughput-50", "throughput", rate=100, one_way_ms=50, reps=1, transports=lp_ws),
+        Spec("target-ws-100x100", None, subscribers=100, rate=100, reps=2, transports=("websocket", "floor")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return write_synthetic_run(tmp_path_factory.mktemp("report") / "run", _specs())
+
+
+@pytest.fixture(scope="module")
+def written(run_dir):
+    return write_report(run_dir)
+
+
+@pytest.fixture(scope="module")
+def report(written, run_dir):
+    return (run_dir / "REPORT.md").read_text()
+
+
+def test_every_chart_is_written_as_png_and_svg(written, run_dir):
+    charts = run_dir / "charts"
+    stems = {p.stem for p in charts.iterdir()}
+    assert stems == EXPECTED_CHARTS
+    for stem in EXPECTED_CHARTS:
+        assert (charts / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "<svg" in (charts / f"{stem}.svg").read_text()[:2000]
+    assert set(written) == {*charts.iterdir(), run_dir / "REPORT.md"}
+
+
+def test_report_has_every_section_and_embeds_every_chart(report):
+    for heading in (
+        "# Benchmark report: 20261127T201500Z-synthetic",  # named from meta.json, wherever the run lies
+        "## Run",
+        "## Performance targets",
+        "## Summary",
+        "### Correctness",
+        "### Latency (ms)",
+        "### Cost",
+        "## The Kaazing white paper's table, reproduced and recomputed",
+        "## Charts",
+    ):
+        assert f"\n{heading}\n" in f"\n{report}", heading
+    for stem in EXPECTED_CHARTS:
+        assert f"(charts/{stem}.png)" in report
+        assert f"(charts/{stem}.svg)" in report
+    assert "SYNTHETIC FIXTURE" in report
+
+
+def test_targets_table_measured_and_not_measured(report):
+    rows = [line for line in report.splitlines() if line.startswith("| WebSocket, 100 subscribers x 100 ev/s")]
+    assert len(rows) == 3
+    assert all(re.search(r"\| \*\*(pass|FAIL|MIXED \d/\d)\*\* \|", row) for row in rows)
+    assert all("target-ws-100x100 r1" in row and "target-ws-100x100 r2" in row for row in rows)
+    for title in ("WebSocket, 1,000 subscribers x 10 ev/s", "Long poll, 1,000 subscribers x 10 ev/s"):
+        missing = [line for line in report.splitlines() if line.startswith(f"| {title}")]
+        assert missing and all("not measured in this run" in line for line in missing)
+
+
+def test_kaazing_tables(report):
+    section = report.split("## The Kaazing")[1].split("## Charts")[0]
+    assert "6.645 (printed 6.6)" in section and "664.5 (printed 665)" in section
+    assert "0.01526 (printed 0.015)" in section and "1.526 (printed 1.526)" in section
+    assert "| longpoll |" in section and "| websocket |" in section and "| polling 1 s |" in section
+    assert "delay-50-poll1s (1 ev/s per subscriber, one-way 50 ms" in section
+
+
+def test_lossy_scenario_is_marked_in_every_table(report):
+    lossy_rows = [line for line in report.splitlines() if line.startswith("| fan-100 ✗ | websocket |")]
+    assert len(lossy_rows) == 3  # correctness, latency, cost
+    assert "✗ 3/0/0" in lossy_rows[0] and "r1 loss" in lossy_rows[0]
+    assert "this run HAS LOSS" in report
+    assert not [line for line in report.splitlines() if line.startswith("| fan-100 ✗ | longpoll |")]
+
+
+def test_invalid_runs_are_labelled_not_counted(report):
+    assert "this run HAS INVALID repetitions" in report
+    # rate-100 longpoll: r1 invalid, r2 valid -> numbers from r2, r1 labelled
+    row = next(line for line in report.splitlines() if line.startswith("| rate-100 | longpoll | 2 |"))
+    assert "r1 ⚠ invalid: clients_saturated" in row
+    # rate-1000: no valid repetition left -> labelled INVALID, numbers in italics
+    rows = [line for line in report.splitlines() if line.startswith("| rate-1000 ⚠ INVALID | longpoll |")]
+    assert len(rows) == 3
+    assert re.search(r"\| \*[0-9.,]+\* \|", rows[1])
+
+
+def test_summary_rows_for_the_terminal(run_dir):
+    rows = summary_rows(run_dir)
+    run = load_run(run_dir)
+    assert len(rows) == len({(r.scenario.name, r.scenario.series) for r in run.results})
+    assert all(len(row) == len(SUMMARY_COLUMNS) for row in rows)
+    by_key = {(row[0], row[1]): row for row in rows}
+    assert by_key[("fan-100 ✗", "websocket")][4] == "✗ 3/0/0"
+    assert "⚠" in by_key[("rate-1000 ⚠ INVALID", "longpoll")][-1]
+    assert not any("*" in cell for row in rows for cell in row)  # no markdown in a terminal
+
+
+def test_sweeps_are_found_by_parameter(run_dir):
+    sweeps = {(s.name, s.axis) for s in find_sweeps(load_run(run_dir).results)}
+    assert sweeps == {
+        ("rate", "rate"),
+        ("fanout-size", "subscribers"),
+        ("payload", "payload_bytes"),
+        ("runtime", "runtime"),
+        ("delay", "one_way_ms"),
+    }
+
+
+def test_deleted_charts_are_recreated_and_stale_ones_removed(written, report, run_dir, capsys):
+    shutil.rmtree(run_dir / "charts")
+    (run_dir / "REPORT.md").unlink()
+    assert main([str(run_dir)]) == 0
+    (run_dir / "charts" / "from-an-old-version.png").write_bytes(b"stale")
+    write_report(run_dir)
+    assert not (run_dir / "charts" / "from-an-old-version.png").exists()
+    printed = capsys.readouterr().out.split()
+    assert {p.rsplit("/", 1)[-1].rsplit(".", 1)[0] for p in printed if p.endswith(".png")} == EXPECTED_CHARTS
+    assert (run_dir / "REPORT.md").read_text() == report  # same raw files, same report
+    assert {p.stem for p in (run_dir / "charts").iterdir()} == EXPECTED_CHARTS
+
+
+def test_cli_refuses_a_bad_run(tmp_path, capsys):
+    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
+    (run_dir / "rate-1--floor--r1.json").write_text("{}")
+    assert main([str(run_dir)]) == 2
+    assert "rate-1--floor--r1.json" in capsys.readouterr().err
