@@ -38,5 +38,10 @@ def make_bus(config: Config) -> Bus:
     if config.bus == "redis":
         from .redis import RedisBus
 
-        return RedisBus(config.redis_url, history=config.history)
-    return MemoryBus(history=config.history)
+        return RedisBus(
+            config.redis_url,
+            history=config.history,
+            history_bytes=config.history_bytes,
+            channel_ttl=config.channel_ttl,
+        )
+    return MemoryBus(history=config.history, history_bytes=config.history_bytes, channel_ttl=config.channel_ttl)

@@ -195,18 +195,34 @@ class Window:
 class ChannelLog:
     """The bounded history of one channel, and the cursor rules over it.
 
+    Bounded twice: at most ``history`` events and at most ``max_bytes`` bytes
+    of stored events (their wire bytes), oldest dropped first; the newest
+    event is always kept, whatever its size. Dropped events become gap
+    notices, as the protocol says. :meth:`drop_history` forgets every event
+    but keeps ``last_seq``, so the channel's ``seq`` goes on where it was and
+    a subscriber behind it is told what it missed (a gap), not misled.
+
     Sans-I/O and not thread-safe: callers serialize access.
     """
 
-    __slots__ = ("_events", "last_seq", "name")
+    __slots__ = ("_events", "last_seq", "max_bytes", "max_events", "name", "nbytes")
 
-    def __init__(self, name: str, history: int) -> None:
+    def __init__(self, name: str, history: int, max_bytes: int | None = None, last_seq: int = 0) -> None:
         if history < 1:
             raise ValueError("history must be >= 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.name = name
-        self.last_seq = 0
+        self.max_events = history
+        self.max_bytes = max_bytes
+        self.last_seq = last_seq
         """The newest seq assigned (0 before the first publish)."""
-        self._events: deque[Event] = deque(maxlen=history)
+        self.nbytes = 0
+        """Wire bytes of the retained events."""
+        self._events: deque[Event] = deque()
+
+    def __len__(self) -> int:
+        return len(self._events)
 
     @property
     def first_seq(self) -> int:
@@ -228,9 +244,20 @@ class ChannelLog:
             return
         if event.seq != self.last_seq + 1:
             # A hole: what we held is not contiguous with it any more.
-            self._events.clear()
+            self.drop_history()
         self._events.append(event)
+        self.nbytes += len(event.wire)
         self.last_seq = event.seq
+        events = self._events
+        while len(events) > self.max_events or (
+            self.max_bytes is not None and self.nbytes > self.max_bytes and len(events) > 1
+        ):
+            self.nbytes -= len(events.popleft().wire)
+
+    def drop_history(self) -> None:
+        """Forget every retained event; ``last_seq`` stays."""
+        self._events.clear()
+        self.nbytes = 0
 
     def read(self, after: int, limit: int) -> Batch:
         """Events with ``seq > after``, at most ``limit``, with gap/reset rules."""

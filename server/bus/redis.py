@@ -8,8 +8,17 @@ channels. Redis is the source of truth; each process keeps a mirror.
 
 - ``<prefix>seq:<channel>``: the channel's counter, its newest ``seq``;
 - ``<prefix>log:<channel>``: a sorted set of the retained events, member = the
-  event's serialized bytes, score = its ``seq``, trimmed to ``history``;
+  event's serialized bytes, score = its ``seq``, trimmed to ``history`` events
+  and ``history_bytes`` bytes (the newest event is always kept);
+- ``<prefix>bytes:<channel>``: the bytes the sorted set holds;
 - ``<prefix>events``: a pub/sub channel that carries each event's bytes.
+
+**Expiry**: with ``channel_ttl``, each publish sets the log and its byte
+count to expire ``channel_ttl`` seconds later, and the counter
+``TOMBSTONE_LIFETIMES`` times later (as the memory bus keeps a tombstone): a
+subscriber that comes back to an expired channel gets a gap notice for the
+events it missed, and ``seq`` goes on. The per-process mirrors of channels
+nobody published to for ``channel_ttl`` are dropped too (they are a cache).
 
 **Publish** is one Lua script, registered once and run atomically by Redis:
 ``INCR`` the counter, read Redis's clock (``TIME``, so ``ts`` is wall clock in
@@ -67,18 +76,22 @@ If Redis is unreachable, the constructor, :meth:`RedisBus.publish` and
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 import redis
 
 from .base import Bus, BusUnavailable
 from .core import Batch, ChannelLog, Event, Window, event_parts
+from .memory import TOMBSTONE_LIFETIMES
 
 __all__ = ["RedisBus", "RedisUnavailable"]
 
 PUBLISH_SCRIPT = """
--- KEYS[1]: counter, KEYS[2]: sorted set of events.
--- ARGV: head, mid, tail (core.event_parts), history, notify channel.
+-- KEYS[1]: counter, KEYS[2]: sorted set of events, KEYS[3]: its size in bytes.
+-- ARGV: head, mid, tail (core.event_parts), history, notify channel,
+--       history bytes, ttl of the log in ms (0: none), ttl of the counter in ms.
 if redis.replicate_commands then redis.replicate_commands() end
 local seq = redis.call('INCR', KEYS[1])
 local now = redis.call('TIME')
@@ -86,7 +99,21 @@ local now = redis.call('TIME')
 local ts = now[1] .. string.format('%06d', tonumber(now[2])) .. '000'
 local wire = ARGV[1] .. string.format('%d', seq) .. ARGV[2] .. ts .. ARGV[3]
 redis.call('ZADD', KEYS[2], seq, wire)
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+local total = redis.call('INCRBY', KEYS[3], string.len(wire))
+local n = redis.call('ZCARD', KEYS[2])
+local history, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[6])
+while n > 1 and (n > history or total > max_bytes) do
+  local oldest = redis.call('ZPOPMIN', KEYS[2])
+  total = redis.call('DECRBY', KEYS[3], string.len(oldest[1]))
+  n = n - 1
+end
+if total < 0 then redis.call('SET', KEYS[3], 0) end
+local ttl, seq_ttl = tonumber(ARGV[7]), tonumber(ARGV[8])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  redis.call('PEXPIRE', KEYS[1], seq_ttl)
+end
 redis.call('PUBLISH', ARGV[5], wire)
 return {seq, ts, wire}
 """
@@ -108,11 +135,22 @@ class RedisBus(Bus):
 
     name = "redis"
 
-    def __init__(self, url: str, history: int = 10_000, prefix: str = "lab:") -> None:
+    def __init__(
+        self,
+        url: str,
+        history: int = 10_000,
+        prefix: str = "lab:",
+        history_bytes: int | None = None,
+        channel_ttl: float | None = None,
+    ) -> None:
         super().__init__()
         if history < 1:
             raise ValueError("history must be >= 1")
         self.history = history
+        self.history_bytes = history_bytes
+        self.channel_ttl = channel_ttl
+        self._mirror_heard: OrderedDict[str, float] = OrderedDict()
+        """Channel -> monotonic time its mirror last advanced, least recent first; guarded by ``_lock``."""
         self.prefix = prefix
         self._notify = prefix + "events"
         """The pub/sub channel carrying every event's bytes."""
@@ -145,13 +183,18 @@ class RedisBus(Bus):
     def _keys(self, channel: str) -> tuple[str, str]:
         return f"{self.prefix}seq:{channel}", f"{self.prefix}log:{channel}"
 
+    def _script_args(self, head: bytes, mid: bytes, tail: bytes) -> list[Any]:
+        ttl_ms = 0 if self.channel_ttl is None else max(1, int(self.channel_ttl * 1000))
+        max_bytes = self.history_bytes if self.history_bytes is not None else 2**62
+        return [head, mid, tail, self.history, self._notify, max_bytes, ttl_ms, ttl_ms * TOMBSTONE_LIFETIMES]
+
     # -- publish ---------------------------------------------------------
 
     def publish(self, channel: str, data: bytes) -> Event:
         head, mid, tail = event_parts(channel, data)
         try:
             seq, ts, wire = self._publish_script(
-                keys=list(self._keys(channel)), args=[head, mid, tail, self.history, self._notify]
+                keys=[*self._keys(channel), f"{self.prefix}bytes:{channel}"], args=self._script_args(head, mid, tail)
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
@@ -205,8 +248,20 @@ class RedisBus(Bus):
         """The channel's mirror, created empty; call with ``_lock`` held."""
         mirror = self._mirrors.get(channel)
         if mirror is None:
-            mirror = self._mirrors[channel] = ChannelLog(channel, self.history)
+            mirror = self._mirrors[channel] = ChannelLog(channel, self.history, self.history_bytes)
         return mirror
+
+    def _expire_mirrors(self, now: float) -> None:
+        """Drop the mirrors of channels not heard of for ``channel_ttl``; call with ``_lock`` held."""
+        if self.channel_ttl is None:
+            return
+        heard = self._mirror_heard
+        while heard:
+            channel, at = next(iter(heard.items()))
+            if now - at < self.channel_ttl:
+                break
+            del heard[channel]
+            self._mirrors.pop(channel, None)
 
     def _heard(self, events: tuple[Event, ...]) -> None:
         """Add events of one channel to its mirror; wake its waiters if that is news here.
@@ -223,6 +278,10 @@ class RedisBus(Bus):
                 mirror.add(event)
             if mirror.last_seq == before:
                 return
+            now = time.monotonic()
+            self._mirror_heard[channel] = now
+            self._mirror_heard.move_to_end(channel)
+            self._expire_mirrors(now)
             waiters = self._waiters.of(channel)
         for waiter in waiters:
             waiter.set()
@@ -231,6 +290,7 @@ class RedisBus(Bus):
         """Forget the mirrors and wake everyone: messages may have been lost."""
         with self._lock:
             self._mirrors.clear()
+            self._mirror_heard.clear()
             waiters = self._waiters.everyone()
         for waiter in waiters:
             waiter.set()

@@ -260,3 +260,26 @@ def test_any_interleaving_delivers_every_event_once_in_order_or_names_the_gap(hi
     assert cursor == log.last_seq
     assert all(data == b"%d" % int(data) for data in received)
     assert received == sorted(received, key=int)
+
+
+def test_history_is_bounded_by_bytes_and_keeps_the_newest_event():
+    log = ChannelLog("b", 100, max_bytes=300)
+    events = [log.append(b'"%s"' % (b"x" * 40), 0) for _ in range(10)]
+    assert log.nbytes <= 300 and log.nbytes == sum(len(e.wire) for e in events[-len(log) :])
+    batch = log.read(0, 100)
+    assert batch.gap == Gap(1, 10 - len(log)) and [e.seq for e in batch.events] == list(range(11 - len(log), 11))
+    huge = log.append(b'"%s"' % (b"y" * 1000), 0)
+    assert (len(log), log.nbytes) == (1, len(huge.wire))  # alone, over the bound, still kept
+    with pytest.raises(ValueError):
+        ChannelLog("b", 1, max_bytes=0)
+
+
+def test_drop_history_keeps_seq_going_and_owes_a_gap():
+    log = ChannelLog("d", 10)
+    for _ in range(3):
+        log.append(b"1", 0)
+    log.drop_history()
+    assert (len(log), log.nbytes, log.last_seq, log.first_seq) == (0, 0, 3, 4)
+    assert log.read(1, 10) == Batch((), 3, False, Gap(2, 3), None)
+    assert log.append(b"2", 0).seq == 4
+    assert ChannelLog("e", 5, last_seq=7).read(9, 10).reset == Reset(9, 7)

@@ -8,7 +8,8 @@ import sys
 import textwrap
 import threading
 
-from server.bus import MemoryBus
+from server.bus import Gap, MemoryBus
+from server.bus.memory import TOMBSTONE_LIFETIMES
 from tests.support import ROOT, UNIT
 
 
@@ -120,3 +121,65 @@ def test_gevent_patching_did_not_leak_into_pytest():
 
     assert not monkey.is_module_patched("threading")
     assert not monkey.is_module_patched("socket")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_channels_expire_and_a_returning_subscriber_gets_a_gap():
+    clock = Clock()
+    bus = MemoryBus(history=100, channel_ttl=60, clock=clock)
+    for _ in range(3):
+        bus.publish("idle", b"1")
+    bus.publish("busy", b"1")
+    clock.now += 59
+    bus.publish("busy", b"2")
+    assert bus.footprint() == {"channels": 2, "tombstones": 0, "history_bytes": bus.footprint()["history_bytes"]}
+    clock.now += 2  # idle: 61 s without a publish; busy: 2 s
+    assert bus.read("busy", 0, 10).next == 2
+    assert bus.footprint()["channels"] == 1 and bus.footprint()["tombstones"] == 1
+    batch = bus.read("idle", 1, 10)  # history gone, seq kept: exactly what was missed
+    assert (batch.gap, batch.reset, batch.events, batch.next) == (Gap(2, 3), None, (), 3)
+    assert bus.read("idle", 3, 10).events == ()
+    assert bus.publish("idle", b"2").seq == 4  # seq goes on
+    assert bus.footprint()["tombstones"] == 0
+
+
+def test_tombstones_go_too_and_then_a_cursor_ahead_gets_a_reset():
+    clock = Clock()
+    bus = MemoryBus(history=100, channel_ttl=10, clock=clock)
+    for _ in range(5):
+        bus.publish("old", b"1")
+    clock.now += 11
+    bus.read("other", 0, 1)
+    assert bus.footprint()["tombstones"] == 1
+    clock.now += 10 * TOMBSTONE_LIFETIMES
+    bus.read("other", 0, 1)
+    assert bus.footprint() == {"channels": 0, "tombstones": 0, "history_bytes": 0}
+    batch = bus.read("old", 5, 10)
+    assert batch.reset is not None and (batch.reset.after, batch.reset.last_seq) == (5, 0)
+
+
+def test_without_a_ttl_nothing_expires():
+    clock = Clock()
+    bus = MemoryBus(history=100, channel_ttl=None, clock=clock)
+    bus.publish("c", b"1")
+    clock.now += 10**9
+    assert [e.seq for e in bus.read("c", 0, 10).events] == [1]
+
+
+def test_history_bytes_bound_in_the_memory_bus():
+    bus = MemoryBus(history=1000, history_bytes=10_000)
+    for _ in range(200):
+        bus.publish("c", b'"%s"' % (b"z" * 500))
+    footprint = bus.footprint()
+    assert footprint["history_bytes"] <= 10_000 and footprint["channels"] == 1
+    batch = bus.read("c", 0, 1000)
+    assert batch.gap is not None and batch.events[-1].seq == 200

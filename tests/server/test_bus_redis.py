@@ -21,6 +21,7 @@ import simple_websocket
 
 from server.bus import Gap
 from server.bus.core import encode_event
+from server.bus.memory import TOMBSTONE_LIFETIMES
 from server.bus.redis import RedisBus, RedisUnavailable
 from tests.support import UNIT, free_port, run_redis, run_server, wait_until
 
@@ -120,8 +121,60 @@ def test_stored_bytes_history_trim_and_key_prefix(redis_url, prefix):
         assert [(bytes(m), int(s)) for m, s in stored] == [(e.wire, e.seq) for e in events[2:]]
         assert all(e.wire == encode_event("c", e.seq, e.ts, e.data) for e in events)
         assert int(client.get(f"{prefix}seq:c")) == 5
-        assert sorted(k.decode() for k in client.keys(prefix + "*")) == [f"{prefix}log:c", f"{prefix}seq:c"]
+        assert sorted(k.decode() for k in client.keys(prefix + "*")) == [
+            f"{prefix}bytes:c",
+            f"{prefix}log:c",
+            f"{prefix}seq:c",
+        ]
+        assert int(client.get(f"{prefix}bytes:c")) == sum(len(e.wire) for e in events[2:])
         client.close()
+    finally:
+        bus.close()
+
+
+def test_history_is_bounded_by_bytes_in_redis_and_in_the_mirror(redis_url, prefix):
+    bus = RedisBus(redis_url, history=100, prefix=prefix, history_bytes=250)
+    try:
+        events = [bus.publish("b", b'"%s"' % (b"x" * 50)) for _ in range(10)]
+        kept, total = 0, 0
+        while total + len(events[-1 - kept].wire) <= 250:  # newest first, while they fit
+            total += len(events[-1 - kept].wire)
+            kept += 1
+        client = redis.Redis.from_url(redis_url)
+        stored = [bytes(m) for m in client.zrange(f"{prefix}log:b", 0, -1)]
+        assert stored == [e.wire for e in events[-kept:]]
+        assert kept == 2 and int(client.get(f"{prefix}bytes:b")) == total
+        client.close()
+        batch = bus.read("b", 0, 100)
+        assert batch.gap is not None and (batch.gap.first, batch.gap.last) == (1, 10 - kept)
+        assert [e.seq for e in batch.events] == list(range(11 - kept, 11))
+        assert bus._mirrors["b"].nbytes <= 250
+        big = bus.publish("b", b'"%s"' % (b"y" * 400))  # larger than the bound: kept alone
+        assert [e.seq for e in bus.read("b", 10, 100).events] == [big.seq]
+    finally:
+        bus.close()
+
+
+def test_channel_ttl_expires_the_log_and_keeps_the_counter_longer(redis_url, prefix):
+    bus = RedisBus(redis_url, history=100, prefix=prefix, channel_ttl=60)
+    try:
+        for i in range(3):
+            bus.publish("t", b"%d" % i)
+        client = redis.Redis.from_url(redis_url)
+        log_ttl = client.pttl(f"{prefix}log:t")
+        assert 0 < log_ttl <= 60_000
+        assert 0 < client.pttl(f"{prefix}bytes:t") <= 60_000
+        assert 60_000 < client.pttl(f"{prefix}seq:t") <= 60_000 * TOMBSTONE_LIFETIMES
+        # What Redis does when the log's time comes: a returning subscriber gets a gap, seq goes on.
+        client.delete(f"{prefix}log:t", f"{prefix}bytes:t")
+        client.close()
+        fresh = RedisBus(redis_url, history=100, prefix=prefix, channel_ttl=60)  # no mirror of t
+        try:
+            batch = fresh.read("t", 1, 100)
+            assert (batch.gap, batch.reset, batch.events) == (Gap(2, 3), None, ())
+            assert fresh.publish("t", b"9").seq == 4
+        finally:
+            fresh.close()
     finally:
         bus.close()
 
