@@ -5,8 +5,8 @@ one asyncio loop running many subscribers of one transport (``longpoll``,
 ``websocket``, ``polling`` from :mod:`clients`, or ``floor``: the line
 protocol of :mod:`bench.agents.floor`), each subscriber on its own connection, all
 through the relay's port. Long-poll and polling subscribers are
-:mod:`clients`' with a bare asyncio HTTP session (see :class:`_BareHttpSession`
-for why not httpx here). For every *measured* event (a payload of
+:mod:`clients`' own, each given a :class:`bench.agents.http.BarePoller` (one bare
+keep-alive HTTP/1.1 connection; see there why not httpx) as its poller. For every *measured* event (a payload of
 :func:`bench.contract.payload.encode_payload` with ``warm`` 0) it records:
 
 - end-to-end latency: receive ``monotonic_ns`` minus the payload's intended
@@ -38,19 +38,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
 
 from bench.agents.floor import FloorSubscriber
-from bench.agents.http import read_response
+from bench.agents.http import BarePoller
 from bench.contract.payload import decode_payload
 from bench.process import commands, say
 from clients import (
@@ -59,11 +56,8 @@ from clients import (
     LongPollSubscriber,
     PollingSubscriber,
     Received,
-    ServerUnavailable,
     Subscriber,
-    SubscriberError,
     WebSocketSubscriber,
-    now_ns,
 )
 
 __all__ = [
@@ -81,6 +75,8 @@ LOOP_LAG_SATURATED_MS = 20.0
 """A fleet process whose event-loop lag p99 is above this is saturated."""
 TICK_S = 0.01
 """The loop-lag ticker's period."""
+POLL_MARGIN_S = 10.0
+"""Seconds a long-poll or polling subscriber waits beyond the hold before calling an answer late."""
 BURN_CHUNK_S = 0.05
 """The throttle's period: it burns ``throttle`` of each."""
 
@@ -139,69 +135,25 @@ class FleetRecorder:
         self.delivery.record_us((event.recv_ns - event.ts) / 1000)
 
 
-class _BareHttpSession(LongPollSubscriber):
-    """The long-poll (and polling) session over one bare asyncio HTTP/1.1 keep-alive connection.
-
-    Everything but the I/O is :class:`clients.LongPollSubscriber`'s (answers, cursors, accounting,
-    reconnects, and polling's schedule in :class:`FleetPollingSubscriber`). Why not httpx in the fleet:
-    on the lab's 2 cores, httpx's per-request CPU (about 1.5 ms a request) saturated the fleet at 100
-    long-polling subscribers, so the numbers measured the clients; the lab's own server answers with
-    ``Content-Length`` and keep-alive, which is all this reads.
-    """
-
-    retry_on = (OSError, EOFError, ServerUnavailable, asyncio.LimitOverrunError, TimeoutError)  # type: ignore[assignment]
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        await Subscriber.run(self, stop)  # no httpx client to open
-
-    async def _session(self) -> None:
-        url = urlsplit(self._url)
-        host, port = url.hostname or "127.0.0.1", url.port or 80
-        reader, writer = await asyncio.open_connection(host, port)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.stats.connections += 1
-        request = b"GET %s?after=%%d&timeout=%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (
-            url.path.encode("ascii"),
-            f"{self.timeout:g}".encode(),
-            host.encode("ascii"),
-            port,
-        )
-        patience = self.timeout + 10.0
-        try:
-            while True:
-                await self._before_poll()
-                writer.write(request % self.tracker.cursor)
-                async with asyncio.timeout(patience):
-                    status, body, close = await read_response(reader)
-                recv_ns, recv_mono_ns = now_ns()
-                self.stats.requests += 1
-                self.stats.payload_bytes += len(body)
-                if status >= 500:
-                    raise ServerUnavailable(f"poll -> {status} {body[:200]!r}")
-                if status != 200:
-                    raise SubscriberError(f"poll -> {status} {body[:200]!r}")
-                self._on_answer(json.loads(body), recv_ns, recv_mono_ns)
-                if close:
-                    return
-        finally:
-            writer.close()
-
-
-class FleetLongPollSubscriber(_BareHttpSession):
-    """:class:`clients.LongPollSubscriber` with the fleet's bare HTTP session."""
-
-
-class FleetPollingSubscriber(_BareHttpSession, PollingSubscriber):
-    """:class:`clients.PollingSubscriber` (fixed-interval ``timeout=0`` polls) with the fleet's bare HTTP session."""
-
-
 def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Received], None]) -> Subscriber:
     if config.transport == "longpoll":
-        return FleetLongPollSubscriber(config.url, channel, timeout=config.poll_timeout_s, on_event=on_event)
+        return LongPollSubscriber(
+            config.url,
+            channel,
+            timeout=config.poll_timeout_s,
+            margin=POLL_MARGIN_S,
+            poller=BarePoller(),
+            on_event=on_event,
+        )
     if config.transport == "polling":
-        return FleetPollingSubscriber(config.url, channel, interval=config.poll_interval_s or 1.0, on_event=on_event)
+        return PollingSubscriber(
+            config.url,
+            channel,
+            interval=config.poll_interval_s or 1.0,
+            margin=POLL_MARGIN_S,
+            poller=BarePoller(),
+            on_event=on_event,
+        )
     if config.transport == "websocket":
         return WebSocketSubscriber(config.url, channel, compression=config.compression, on_event=on_event)
     if config.transport == "floor":

@@ -1,4 +1,4 @@
-"""The benchmark's minimal HTTP/1.1 response reader (publisher and fleet).
+"""The benchmark's minimal HTTP/1.1: a response reader (publisher and fleet) and the fleet's poller.
 
 Why not httpx here: on the lab's 2 cores its per-request CPU saturated the
 fleet (100 long-pollers: loop lag p99 117 ms) and put the publisher 100 ms
@@ -6,13 +6,22 @@ behind schedule at 100 ev/s (docs/metrics.md). The benchmark only ever talks
 to the lab's own server, which answers with ``Content-Length`` and
 keep-alive, so reading a response is a head up to the blank line and a
 body of known length. Anything else is refused loudly rather than guessed.
+
+:class:`BarePoller` is the fleet's :class:`clients.Poller`: the I/O seam of
+:class:`clients.LongPollSubscriber` and :class:`clients.PollingSubscriber`,
+whose requests, answers, cursors, accounting and reconnects stay theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+from urllib.parse import urlsplit
 
-__all__ = ["read_response"]
+from clients import PollAnswer
+
+__all__ = ["BarePoller", "read_response"]
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -35,3 +44,61 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
             raise ValueError("chunked responses are not expected from the lab server")
     body = await reader.readexactly(length) if length else b""
     return int(parts[1]), body, close
+
+
+class BarePoller:
+    """:class:`clients.Poller` over one bare asyncio HTTP/1.1 keep-alive connection: the fleet's.
+
+    Everything but the I/O stays :class:`clients.LongPollSubscriber`'s (requests, answers, cursors,
+    accounting, reconnects, and polling's schedule): the fleet passes one of these to each of its
+    long-poll and polling subscribers. Why not httpx there: on the lab's 2 cores, httpx's CPU per
+    request (about 1.5 ms) saturated the fleet at 100 long-polling subscribers, so the numbers
+    measured the clients. The connection is opened at the first :meth:`get`, and again after a
+    failed exchange, a ``Connection: close`` or a request to another origin; ``timeout`` bounds the
+    connect and the whole exchange.
+    """
+
+    def __init__(self) -> None:
+        self._origin: tuple[str, int] | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def get(self, url: str, timeout: float) -> PollAnswer:
+        """``GET url`` on the open connection (or a new one); a failed exchange raises :class:`OSError`."""
+        parts = urlsplit(url)
+        origin = (parts.hostname or "127.0.0.1", parts.port or 80)
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii")
+        reader, writer, new = self._reader, self._writer, False
+        try:
+            async with asyncio.timeout(timeout):
+                if reader is None or writer is None or origin != self._origin:
+                    self._close()
+                    reader, writer = await asyncio.open_connection(*origin)
+                    self._reader, self._writer, self._origin, new = reader, writer, origin, True
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                writer.write(request)
+                status, body, close = await read_response(reader)
+        except BaseException as exc:  # the connection is in an unknown state: never reuse it
+            self._close()
+            if isinstance(exc, EOFError | asyncio.LimitOverrunError):
+                raise ConnectionResetError(f"GET {target}: {exc!r}") from exc
+            raise
+        if close:
+            self._close()
+        return PollAnswer(status, body, new)
+
+    async def aclose(self) -> None:
+        """Close the connection, if one is open, and wait until it is."""
+        writer = self._writer
+        self._close()
+        if writer is not None:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    def _close(self) -> None:
+        writer, self._reader, self._writer, self._origin = self._writer, None, None, None
+        if writer is not None:
+            writer.close()
