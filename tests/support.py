@@ -1,4 +1,7 @@
-"""Shared test support: time units, free ports, a server in a subprocess.
+"""Shared test support: time units, a server and a redis-server in a subprocess, a WebSocket test client.
+
+Processes are started and stopped through :class:`bench.process.Child`, the project's one way to run a
+child (its own process group, every read with a timeout, the group stopped in ``finally``).
 
 Timeouts are multiples of :data:`UNIT` seconds, scaled by the environment
 variable ``LAB_TEST_TIMEOUT_SCALE`` (default 1; CI may raise it), so a slow
@@ -11,29 +14,32 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import simple_websocket
 
+from bench.process import Child, ChildError, free_port, wait_http_ok
+
 ROOT = Path(__file__).resolve().parent.parent
+__all__ = [
+    "ROOT",
+    "UNIT",
+    "ServerProcess",
+    "WsClient",
+    "free_port",
+    "receive_json",
+    "run_redis",
+    "run_server",
+    "wait_until",
+    "ws_connect",
+]
 UNIT = 1.0 * float(os.environ.get("LAB_TEST_TIMEOUT_SCALE", "1"))
 """One unit of patience, in seconds."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> bool:
@@ -50,10 +56,14 @@ def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> boo
 class ServerProcess:
     """A ``python -m server`` subprocess on a free port."""
 
-    proc: subprocess.Popen[bytes]
+    child: Child
     port: int
     runtime: str
     log: Path
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.proc
 
     @property
     def url(self) -> str:
@@ -63,21 +73,9 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    def stop(self, timeout: float = 10 * UNIT) -> int:
-        """SIGTERM, wait; SIGKILL the whole group if it does not go."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        # gunicorn workers are in the same process group: make sure none survive.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        return self.proc.returncode
+    def stop(self, timeout: float = 10 * UNIT) -> int | None:
+        """SIGTERM the group, wait; SIGKILL the whole group (gunicorn's workers too) if it does not go."""
+        return self.child.stop(timeout)
 
 
 @contextlib.contextmanager
@@ -91,31 +89,24 @@ def run_server(
     port = free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log = log_dir / f"lab-server-{runtime}-{port}.log"
-    full_env = {**os.environ, **(env or {})}
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--runtime", runtime, "--port", str(port), *args],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        child = Child(
+            ["-m", "server", "--runtime", runtime, "--port", str(port), *args],
+            log=out,
+            lines=False,
+            env={**os.environ, **(env or {})},
+            name=f"the {runtime} server",
         )
-    server = ServerProcess(proc, port, runtime, log)
+    server = ServerProcess(child, port, runtime, log)
     try:
-        ready = wait_until(lambda: proc.poll() is not None or _healthy(server.url), 20 * UNIT, 0.05)
-        if not ready or proc.poll() is not None:
-            raise RuntimeError(f"server {runtime} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            wait_http_ok(f"{server.url}/healthz", 20 * UNIT, alive=lambda: not child.exited())
+        except ChildError as exc:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"server {runtime} did not start ({exc}):\n{tail}") from None
         yield server
     finally:
         server.stop()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=UNIT).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @contextlib.contextmanager
@@ -125,28 +116,23 @@ def run_redis() -> Iterator[str]:
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen(
+    child = Child(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        python=False,
+        lines=False,
+        name="redis-server",
     )
     try:
         import redis
 
         client = redis.Redis(port=port)
         ok = wait_until(lambda: _pings(client), 10 * UNIT, 0.05)
-        if not ok:
-            raise RuntimeError("redis-server did not start")
         client.close()
+        if not ok:
+            raise RuntimeError(f"redis-server did not start: {child.log_tail()}")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5 * UNIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        child.stop(5 * UNIT)
 
 
 def _pings(client: object) -> bool:
