@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, UNIT, run_redis
+from tests.support import ROOT, TAG_VARIABLE, UNIT, run_redis, tagged_processes
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +22,31 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ``python -m bench run --profile smoke`` for the session (about a minute); its run directory.
+@dataclass(frozen=True)
+class SmokeRun:
+    """The session's smoke run: its directory, and the processes it left behind (there must be none)."""
 
-    The smoke test checks it; the notebook test executes the notebook against it.
+    path: Path
+    leftovers: list[str]
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """One ``python -m bench run --profile smoke`` for the session (about a minute).
+
+    Every process it starts inherits a tag in its environment; once the command has exited, any process still
+    carrying the tag leaked, wherever it was re-parented.
     """
     out = tmp_path_factory.mktemp("results")
+    tag = f"smoke-{uuid.uuid4().hex}"
     cmd = [sys.executable, "-m", "bench", "run", "--profile", "smoke", "--out", str(out)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600 * UNIT)
+    env = {**os.environ, TAG_VARIABLE: tag}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600 * UNIT, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    return (out / "latest").resolve()
+    return SmokeRun((out / "latest").resolve(), tagged_processes(tag))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke: SmokeRun) -> Path:
+    """The smoke run's directory: the smoke test checks it; the notebook test executes the notebook against it."""
+    return smoke.path

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import simple_websocket
 
 from bench.process import Child, ChildError, free_port, wait_http_ok
@@ -28,6 +29,7 @@ from bench.process import Child, ChildError, free_port, wait_http_ok
 ROOT = Path(__file__).resolve().parent.parent
 __all__ = [
     "ROOT",
+    "TAG_VARIABLE",
     "UNIT",
     "ServerProcess",
     "WsClient",
@@ -35,11 +37,32 @@ __all__ = [
     "receive_json",
     "run_redis",
     "run_server",
+    "tagged_processes",
     "wait_until",
     "ws_connect",
 ]
 UNIT = 1.0 * float(os.environ.get("LAB_TEST_TIMEOUT_SCALE", "1"))
 """One unit of patience, in seconds."""
+
+
+TAG_VARIABLE = "LAB_TEST_TAG"
+"""An environment variable a test sets on a command it runs, so the processes it leaves can be found."""
+
+
+def tagged_processes(tag: str) -> list[str]:
+    """Every live process whose environment carries ``LAB_TEST_TAG=tag`` (pid and command line).
+
+    A process that outlived its parent is re-parented and no longer a child of anyone the test knows, but its
+    environment still names the command that started it.
+    """
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get(TAG_VARIABLE) == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.info['pid']}: {' '.join(proc.info['cmdline'] or [])}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.02) -> bool:

@@ -31,9 +31,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import psutil
 
@@ -99,6 +100,9 @@ class Child:
     to ``log`` (a binary file the caller owns) or to a temporary file whose tail :class:`ChildError` quotes.
     """
 
+    _live: ClassVar[weakref.WeakSet[Child]] = weakref.WeakSet()
+    """Children of this process not stopped yet: what :meth:`stop_all` stops."""
+
     def __init__(
         self,
         args: Sequence[str],
@@ -114,15 +118,22 @@ class Child:
         self._own_log = log is None
         self.log: IO[bytes] = log if log is not None else tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         command = [sys.executable, *args] if python else list(args)
-        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-            command,
-            cwd=cwd,
-            stdin=subprocess.PIPE if lines else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if lines else self.log,
-            stderr=self.log,
-            start_new_session=True,
-            env=env,
-        )
+        # SIGINT is held while the child starts and is registered: a Ctrl-C cannot fall between the two and
+        # leave a child that nobody knows to stop (it is delivered right after).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdin=subprocess.PIPE if lines else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if lines else self.log,
+                stderr=self.log,
+                start_new_session=True,
+                env=env,
+            )
+            Child._live.add(self)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self._buffer = b""
         self._last_cpu = 0.0
 
@@ -234,6 +245,15 @@ class Child:
 
     # --- stopping -------------------------------------------------------------------------------------
 
+    @classmethod
+    def stop_all(cls, timeout: float = 5.0) -> None:
+        """Stop every child this process started and has not stopped (the last line of defence on Ctrl-C)."""
+        children = list(cls._live)
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.stop(timeout)
+
     def terminate(self) -> None:
         """SIGTERM the group without waiting (:meth:`stop` waits and kills)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -246,6 +266,7 @@ class Child:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
         code = stop_group(self.proc, timeout)
+        Child._live.discard(self)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         if self._own_log:

@@ -4,20 +4,66 @@ Report layer of the benchmark. It reads raw files and never runs anything: it im
 nothing else of the benchmark (no agent, link emulator or runner). The notebook imports this package only.
 """
 
+from .capture import Capture, Frame, HttpMessage, load_capture
+from .charts import find_sweeps, percentile_spectrum
 from .kaazing import PAPER_CLIENTS, MeasuredRow, PaperRow, measured_table, paper_table
 from .load import load_run
 from .markdown import summary_rows, write_report
+from .tables import (
+    BatchingRow,
+    CostRow,
+    IdleRow,
+    LossTotals,
+    Series,
+    TransitRow,
+    by_series,
+    bytes_per_event,
+    cost_rows,
+    events_per_response,
+    format_number,
+    idle_rows,
+    longpoll_batching,
+    loss_totals,
+    markdown_table,
+    median_of_valid,
+    spectrum_scenario,
+    transits,
+)
 from .targets import TargetRow, evaluate
 
 __all__ = [
     "PAPER_CLIENTS",
+    "BatchingRow",
+    "Capture",
+    "CostRow",
+    "Frame",
+    "HttpMessage",
+    "IdleRow",
+    "LossTotals",
     "MeasuredRow",
     "PaperRow",
+    "Series",
     "TargetRow",
+    "TransitRow",
+    "by_series",
+    "bytes_per_event",
+    "cost_rows",
     "evaluate",
+    "events_per_response",
+    "find_sweeps",
+    "format_number",
+    "idle_rows",
+    "load_capture",
     "load_run",
+    "longpoll_batching",
+    "loss_totals",
+    "markdown_table",
     "measured_table",
+    "median_of_valid",
     "paper_table",
+    "percentile_spectrum",
+    "spectrum_scenario",
     "summary_rows",
+    "transits",
     "write_report",
 ]

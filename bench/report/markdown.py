@@ -197,7 +197,30 @@ def _provenance(run: Run) -> list[str]:
         ),
         ("result files", str(len(run.results))),
     ]
+    if run.meta.finished_utc is None:
+        rows.append(("status", "**interrupted**: the profile did not finish (see *Runs not measured*)"))
     return _table(("", ""), rows)
+
+
+def _unmeasured_section(run: Run) -> list[str]:
+    """Repetitions that failed (with their errors) and planned ones never written (an interrupted profile)."""
+    if not run.failed and not run.missing:
+        return []
+    lines = ["## Runs not measured", ""]
+    if run.failed:
+        lines += [f"{len(run.failed)} repetition(s) could not be carried out; their raw files hold the error:", ""]
+        lines += _table(
+            ("scenario", "transport", "r", "error"),
+            [(f.scenario.name, f.scenario.series, str(f.repetition), f.error) for f in run.failed],
+        )
+        lines.append("")
+    if run.missing:
+        lines += [
+            f"{len(run.missing)} planned repetition(s) were never run (the profile was interrupted): "
+            + ", ".join(f"`{name}`" for name in run.missing),
+            "",
+        ]
+    return lines
 
 
 def _targets_section(run: Run) -> list[str]:
@@ -407,6 +430,7 @@ def _markdown(run: Run, charts: Sequence[Chart]) -> str:
         "",
         *_provenance(run),
         "",
+        *_unmeasured_section(run),
         *_targets_section(run),
         "",
         *_summary_sections(run),

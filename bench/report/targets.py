@@ -5,9 +5,10 @@ transport, a subscriber count and a rate; it matches the run's results with
 those parameters, runtime gevent, broadcast layout, no emulated link, not idle.
 Each check is evaluated on EVERY valid repetition: ``pass`` when all pass,
 ``FAIL`` when all fail, ``MIXED k/n`` otherwise. Invalid repetitions (clients
-saturated, publisher behind) are never used as the server's number; a target
-with only invalid repetitions says so, one with none says "not measured in
-this run". The floor column is the loopback floor's value of the same metric,
+saturated, publisher behind) are never used as the server's latency or cost; a
+target with only invalid repetitions says so, one with none says "not measured
+in this run". Loss is judged over every repetition, valid or not: saturated
+clients make latency the clients', but a lost event is lost. The floor column is the loopback floor's value of the same metric,
 from the floor results of the same parameters in the same run.
 """
 
@@ -33,6 +34,8 @@ class Metric:
     unit: str
     measure: Callable[[Result, float | None], float | None]
     on_floor: Callable[[Result], float | None] | None
+    correctness: bool = False
+    """Judged over every repetition: saturated clients or a late publisher invalidate latency, not loss."""
 
 
 def _ms(value: float | None) -> float | None:
@@ -58,7 +61,9 @@ METRICS: dict[str, Metric] = {
     ),
     "p50_over_floor": Metric("end-to-end p50 / floor p50 (same run)", "x floor", _ratio_to_floor, None),
     "p99_ms": Metric("end-to-end p99", "ms", lambda r, _: _ms(r.end_to_end.p99_us), lambda r: _ms(r.end_to_end.p99_us)),
-    "lost_events": Metric("missing + duplicate + out-of-order", "events", lambda r, _: _lost(r), _lost),
+    "lost_events": Metric(
+        "missing + duplicate + out-of-order", "events", lambda r, _: _lost(r), _lost, correctness=True
+    ),
     "requests_per_event": Metric(
         "HTTP requests per delivered event", "req/event", lambda r, _: r.num("http", "requests_per_event"), None
     ),
@@ -169,9 +174,10 @@ def evaluate(run: Run, targets: Sequence[Target] | None = None) -> list[TargetRo
         source = ", ".join(sorted({r.scenario.name for r in results})) or "—"
         for check in target.checks:
             metric = METRICS[check.metric]
+            judged = results if metric.correctness else valid
             values = tuple(
                 (f"{r.scenario.name} r{r.repetition}", v)
-                for r in valid
+                for r in judged
                 if (v := metric.measure(r, floor_p50)) is not None
             )
             floor_value: float | None = None
@@ -186,9 +192,9 @@ def evaluate(run: Run, targets: Sequence[Target] | None = None) -> list[TargetRo
                     limit=check.text,
                     values=values,
                     floor=floor_value,
-                    verdict=_verdict(check, values, bool(results), bool(valid), check.metric, floor_p50),
+                    verdict=_verdict(check, values, bool(results), bool(judged), check.metric, floor_p50),
                     source=source,
-                    invalid_reps=invalid,
+                    invalid_reps=() if metric.correctness else invalid,
                 )
             )
     return rows

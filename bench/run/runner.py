@@ -466,6 +466,7 @@ def run_profile(
                 save_meta()
                 progress.advance(task)
     except KeyboardInterrupt:
+        Child.stop_all()  # what a run's own cleanup could not reach (the interrupt fell while it was starting)
         console.print(
             f"[yellow]interrupted[/yellow]: {len(meta['files'])} of {len(runs)} runs written to {run_dir}; "
             f"`python -m bench report {run_dir}` reports them and lists the missing ones"

@@ -1,21 +1,27 @@
-"""End to end: ``python -m bench run --profile smoke`` into a temporary directory (slow: about a minute)."""
+"""``python -m bench`` end to end: the smoke profile, and a profile interrupted in the middle (slow)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from bench.contract.scenarios import load_profile
 from bench.contract.schema import validate_meta, validate_result
+from tests.conftest import SmokeRun
+from tests.support import ROOT, TAG_VARIABLE, UNIT, tagged_processes, wait_until
 
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_profile_end_to_end(smoke_run: Path) -> None:
-    run = smoke_run
+def test_smoke_profile_end_to_end(smoke: SmokeRun) -> None:
+    run = smoke.path
     assert run.parent.parent.joinpath("latest").resolve() == run
     assert run.name.endswith("-smoke")
 
@@ -51,4 +57,45 @@ def test_smoke_profile_end_to_end(smoke_run: Path) -> None:
     assert sorted((run / "charts").glob("*.png"))
     capture = json.loads((run / "capture.json").read_text())
     assert capture["longpoll_request"].startswith("GET ") and capture["websocket_response"].startswith("HTTP/1.1 101")
-    assert psutil.Process().children(recursive=True) == []
+    assert smoke.leftovers == []  # no process of the run outlived it, wherever it was re-parented
+
+
+def test_an_interrupted_profile_still_reports_and_names_the_missing_runs(tmp_path: Path) -> None:
+    """SIGINT in the middle of a profile: the runs so far are raw files, meta.json lists them and the plan."""
+    tag = f"interrupt-{uuid.uuid4().hex}"
+    cmd = [sys.executable, "-m", "bench", "run", "--profile", "smoke", "--out", str(tmp_path), "--no-report"]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, TAG_VARIABLE: tag}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        runs = tmp_path / "runs"
+
+        def one_written() -> bool:
+            metas = list(runs.glob("*/meta.json")) if runs.exists() else []
+            return bool(metas) and bool(json.loads(metas[0].read_text())["files"])
+
+        assert wait_until(one_written, 300 * UNIT, 0.1), "no run was written"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120 * UNIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert b"interrupted" in stderr
+    run_dir = next(runs.iterdir())
+    meta = json.loads((run_dir / "meta.json").read_text())
+    validate_meta(meta)
+    assert meta["finished_utc"] is None
+    assert 0 < len(meta["files"]) < len(meta["planned"])
+    for name in meta["files"]:
+        validate_result(json.loads((run_dir / name).read_text()))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "report", str(run_dir)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = (run_dir / "REPORT.md").read_text()
+    assert "**interrupted**" in report and "## Runs not measured" in report
+    missing = [name for name in meta["planned"] if name not in meta["files"]]
+    assert all(f"`{name}`" in report for name in missing)
+    assert wait_until(lambda: tagged_processes(tag) == [], 30 * UNIT), tagged_processes(tag)

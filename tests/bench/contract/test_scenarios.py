@@ -146,7 +146,8 @@ BAD = [
         name = "x"
         transports = ["longpoll", "carrier-pigeon"]
         """,
-        "profiles.p.scenarios[0].transports[1]: transports[1] must be one of longpoll, websocket, polling, floor, got 'carrier-pigeon'",
+        "profiles.p.scenarios[0].transports[1]: transports[1] must be one of longpoll, websocket, polling, floor, "
+        "got 'carrier-pigeon'",
     ),
     (
         """

@@ -14,9 +14,11 @@ from tests.support import UNIT
 
 
 def test_recv_times_out_with_the_childs_name() -> None:
-    with Child(["-c", "import time; time.sleep(60)"], name="the sleeper") as quiet:
-        with pytest.raises(ChildError, match="no answer from the sleeper"):
-            quiet.recv(0.2 * UNIT)
+    with (
+        Child(["-c", "import time; time.sleep(60)"], name="the sleeper") as quiet,
+        pytest.raises(ChildError, match="no answer from the sleeper"),
+    ):
+        quiet.recv(0.2 * UNIT)
     assert quiet.exited()
 
 
@@ -85,7 +87,14 @@ def test_stop_ends_the_whole_group_even_a_child_that_ignores_sigterm() -> None:
     child.stop(timeout=0.5 * UNIT)
     assert child.exited()
     for pid in members:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert _gone(pid), pid
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_stop_group_returns_the_exit_code() -> None:
@@ -136,3 +145,11 @@ def test_terminate_sends_sigterm_to_the_group(tmp_path: Path) -> None:
 def test_a_child_leads_its_own_process_group() -> None:
     with Child(["-c", "import time; time.sleep(60)"], lines=False) as child:
         assert os.getpgid(child.pid) == child.pid != os.getpgid(os.getpid())
+
+
+def test_stop_all_stops_every_child_not_yet_stopped() -> None:
+    children = [Child(["-c", "import time; time.sleep(60)"], lines=False) for _ in range(3)]
+    children[0].stop()
+    Child.stop_all(timeout=5 * UNIT)
+    assert all(child.exited() for child in children)
+    assert not set(Child._live) & set(children)

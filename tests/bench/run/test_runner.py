@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import psutil
+import pytest
 
 from bench.contract.scenarios import Scenario, load_profile
 from bench.contract.schema import validate_result
+from bench.report.load import load_run
 from bench.run.runner import run_one, selected, shard
 
 
@@ -46,3 +48,30 @@ def test_one_run_end_to_end_leaves_no_process(tmp_path: Path) -> None:
     assert c["missing"] == c["duplicate"] == c["out_of_order"] == 0
     assert result["bytes"]["steady"]["down"] > 0
     assert psutil.Process().children(recursive=True) == []
+
+
+def test_a_run_that_raises_is_a_raw_file_and_the_profile_goes_on(tmp_path: Path, monkeypatch) -> None:
+    """Any exception of one run (not only RunError) becomes that run's raw file; the others still run."""
+    from bench.run import runner
+
+    calls: list[tuple[str, str, int]] = []
+
+    def broken(scenario: Scenario, transport: str, repetition: int, log_dir: Path) -> dict[str, object]:
+        calls.append((scenario.name, transport, repetition))
+        raise KeyError(f"no such thing in {scenario.name}/{transport}")
+
+    cost = {"added_latency_us": {"p50": -1.5, "p99": 3.0}, "cpu_us_per_kib": -0.25}
+    monkeypatch.setattr(runner, "run_one", broken)
+    monkeypatch.setattr(runner, "measure_overhead", lambda **_: cost)
+    monkeypatch.setattr(runner, "write_capture", lambda run_dir: (_ for _ in ()).throw(OSError("no capture")))
+    profile = load_profile("smoke")
+    with pytest.raises(runner.RunError, match=f"{profile.runs()} of {profile.runs()} runs failed"):
+        runner.run_profile(profile, tmp_path, report=False)
+    assert len(calls) == profile.runs()
+    run = load_run(tmp_path / "latest")
+    assert run.results == () and run.missing == ()
+    assert len(run.failed) == profile.runs()
+    assert all(f.error.startswith("KeyError: ") for f in run.failed)
+    assert run.meta.finished_utc is not None
+    # Measured values are stored as measured, negative ones included: nothing clamped.
+    assert run.meta.raw["relay"] == cost
