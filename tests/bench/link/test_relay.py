@@ -516,12 +516,13 @@ def test_relay_process_end_to_end_with_the_lab_server() -> None:
         snap = relay.snapshot(rows=True)
         cpu = relay.cpu_seconds()
         pid = relay.pid
+    after_exit = relay.cpu_seconds()  # the process is gone: the last value read survives
     assert snap["connections"]["opened"] == 2 and snap["connections"]["upstream_errors"] == 0
     ws_row = next(r for r in snap["rows"] if r["up"]["head_bytes"] == len(request))
     assert ws_row["down"]["head_bytes"] == len(head)
     assert snap["up"]["heads"] == 2 and snap["down"]["heads"] == 2
     assert snap["up"]["bytes"] == snap["up"]["delivered"] and snap["down"]["bytes"] == snap["down"]["delivered"]
-    assert cpu > 0
+    assert after_exit >= cpu
     assert relay.bye is not None and relay.bye["up"]["bytes"] == snap["up"]["bytes"]
     assert not psutil.pid_exists(pid)
 
@@ -596,6 +597,6 @@ def test_measure_overhead_reports_the_schema_of_meta_json() -> None:
     result = measure_overhead(samples=300, bulk_bytes=2 * 1024 * 1024)
     assert set(result["added_latency_us"]) == {"p50", "p99"}
     assert all(math.isfinite(v) for v in result["added_latency_us"].values())
-    assert result["cpu_us_per_kib"] >= 0 and result["bulk_cpu_us_per_kib"] >= 0
-    assert result["round_trip_us"]["relayed"]["p50"] > 0
+    assert math.isfinite(result["cpu_us_per_kib"]) and math.isfinite(result["bulk_cpu_us_per_kib"])
+    assert result["round_trip_us"]["relayed"]["p50"] > 0 and result["round_trip_us"]["direct"]["p50"] > 0
     assert result["samples"] == 300

@@ -14,6 +14,7 @@ import pytest
 from bench.report.charts import find_sweeps
 from bench.report.load import load_run
 from bench.report.markdown import SUMMARY_COLUMNS, main, summary_rows, write_report
+from bench.report.targets import evaluate
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
 
 EXPECTED_CHARTS = {
@@ -105,10 +106,12 @@ def test_report_has_every_section_and_embeds_every_chart(report):
     assert "SYNTHETIC FIXTURE" in report
 
 
-def test_targets_table_measured_and_not_measured(report):
+def test_targets_table_measured_and_not_measured(report, run_dir):
     rows = [line for line in report.splitlines() if line.startswith("| WebSocket, 100 subscribers x 100 ev/s")]
     assert len(rows) == 3
-    assert all(re.search(r"\| \*\*(pass|FAIL|MIXED \d/\d)\*\* \|", row) for row in rows)
+    # The verdicts themselves are tests/bench/report/test_targets.py's; here, that each is printed as computed.
+    computed = [r for r in evaluate(load_run(run_dir)) if r.target == "WebSocket, 100 subscribers x 100 ev/s, gevent"]
+    assert [f"| **{r.verdict}** |" in row for r, row in zip(computed, rows, strict=True)] == [True] * 3
     assert all("target-ws-100x100 r1" in row and "target-ws-100x100 r2" in row for row in rows)
     for title in ("WebSocket, 1,000 subscribers x 10 ev/s", "Long poll, 1,000 subscribers x 10 ev/s"):
         missing = [line for line in report.splitlines() if line.startswith(f"| {title}")]
