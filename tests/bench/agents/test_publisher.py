@@ -145,7 +145,7 @@ def test_http_pool_publishes_every_event_once(runtime: str) -> None:
             try:
                 seqs = await asyncio.gather(*(pool.publish("pool", encode_payload(i, 0, False, 64)) for i in range(50)))
                 # "!" is not a channel character: the server's channel check answers, not its HTTP parser.
-                with pytest.raises(ValueError, match="publish answered 400: .*bad_channel"):
+                with pytest.raises(ValueError, match=r"publish answered 400: .*bad_channel"):
                     await pool.publish("bad!channel", b"1")
                 seqs.append(await pool.publish("pool", b'"after an error"'))
             finally:
