@@ -4,6 +4,14 @@ The notebook's text and code live here, as reviewable Python, and the
 ``.ipynb`` is generated from them: ``python -m notebooks.build`` writes it
 without outputs, ``python -m notebooks.execute`` (``make notebook``) runs it
 in place against ``results/latest`` or ``results/reference``.
+
+The notebook reads a run through :mod:`bench.report` only (``load_run``,
+``load_capture`` and the tables the report draws from), so the notebook and
+``REPORT.md`` cannot disagree on the same question. Its Markdown cells quote
+no measured number: a sentence that cites one is written by a code cell from
+the run being read (``IPython.display.Markdown``). The constants they do quote
+are definitions (RFC 6455's frame header sizes, the Kaazing paper's inputs),
+said as such; tests/notebooks/test_build.py holds the list and checks it.
 """
 
 from __future__ import annotations
@@ -24,65 +32,94 @@ You know Flask. You have a page that must learn *now* that something happened on
 was confirmed, a message arrived). This notebook explains the two classic ways to push that news to a
 browser, **HTTP long polling** and **WebSocket**, and grounds every claim in numbers this lab measured.
 
-- Every number below is read from a benchmark run's raw files: `results/latest` if you ran `make bench`,
-  else the committed `results/reference`. The notebook never runs a benchmark itself.
+- Every number below is read from a benchmark run's raw files, through `bench.report` (the same loader and
+  tables as the run's `REPORT.md`): `results/latest` if you ran `make bench`, else the committed
+  `results/reference`, or the run named by the `LAB_RUN` environment variable. The notebook never runs a
+  benchmark itself, and its prose quotes no number it did not just compute from that run.
 - The lab's server delivers *the same events, with the same cursors, serialized to the same bytes* over both
   transports (docs/protocol.md), so a difference you see here is the transport's.
 - Re-execute it with `make notebook`.""",
     ),
     (
         "code",
-        """import json
-import os
+        """import os
+from collections import Counter
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from hdrh.histogram import HdrHistogram
+from IPython.display import Markdown, display
+
+from bench.report import (
+    PAPER_CLIENTS,
+    by_series,
+    bytes_per_event,
+    cost_rows,
+    find_sweeps,
+    format_number,
+    idle_rows,
+    load_capture,
+    load_run,
+    longpoll_batching,
+    loss_totals,
+    markdown_table,
+    measured_table,
+    paper_table,
+    percentile_spectrum,
+    spectrum_scenario,
+    transits,
+)
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
-CANDIDATES = [Path(os.environ["LAB_RUN"])] if os.environ.get("LAB_RUN") else [ROOT / "results/latest", ROOT / "results/reference"]
-RUN = next(p for p in CANDIDATES if (p / "meta.json").exists())
-META = json.loads((RUN / "meta.json").read_text())
-RESULTS = [json.loads(p.read_text()) for p in sorted(RUN.glob("*--*--r*.json"))]
-COLORS = {"longpoll": "tab:orange", "websocket": "tab:blue", "polling": "tab:gray", "floor": "black"}
+if os.environ.get("LAB_RUN"):
+    CANDIDATES = [Path(os.environ["LAB_RUN"])]
+else:
+    CANDIDATES = [ROOT / "results" / "latest", ROOT / "results" / "reference"]
+FOUND = [p for p in CANDIDATES if (p / "meta.json").exists()]
+if not FOUND:
+    raise FileNotFoundError(f"no run in {', '.join(map(str, CANDIDATES))}: run `make bench` or set LAB_RUN")
+RUN_DIR = FOUND[0]
+RUN = load_run(RUN_DIR)  # validated, typed: RUN.meta, RUN.results (bench.contract.schema.Result), RUN.failed
+TOTALS = loss_totals(RUN)
+COLORS = {"longpoll": "tab:orange", "websocket": "tab:blue", "polling": "tab:purple", "floor": "black"}
 
-machine = META["machine"]
-print(f"run: {RUN.resolve().name}, profile {META['profile']}")
-print(f"commit {str(META['git']['commit'])[:10]} (dirty: {META['git']['dirty']}), Python {META['python']}")
-print(f"machine: {machine['cpu_model']}, {machine['cores']} cores, kernel {machine['kernel']}")
-print(f"{len(RESULTS)} scenario runs; with any loss: {sum(1 for r in RESULTS if 'loss' in r['flags'])}; "
-      f"invalid (clients saturated or publisher behind): {sum(1 for r in RESULTS if not r['valid'])}")""",
+print(f"run: {RUN_DIR.resolve().name}, profile {RUN.meta.profile}")
+print(RUN.meta.provenance)
+print(
+    f"{TOTALS.results} repetitions ran; with loss: {len(TOTALS.lossy)}; "
+    f"invalid (clients saturated or publisher behind): {len(TOTALS.invalid)}; "
+    f"failed: {len(TOTALS.failed)}; planned but never run: {len(TOTALS.not_run)}"
+)""",
     ),
     (
         "code",
-        """def runs(sweep=None, transport=None, **params):
-    \"\"\"Scenario runs matching a sweep, a transport and scenario parameters (link.* allowed).\"\"\"
-    out = []
-    for r in RESULTS:
-        s = r["scenario"]
-        if sweep is not None and s.get("sweep") != sweep:
-            continue
-        if transport is not None and s["transport"] != transport:
-            continue
-        if all((s["link"][k[5:]] if k.startswith("link_") else s.get(k)) == v for k, v in params.items()):
-            out.append(r)
-    return out
+        """def ms(us):
+    \"\"\"A latency statistic in microseconds, in milliseconds; None (not measured) stays None.\"\"\"
+    return None if us is None else us / 1000.0
 
 
-def ms(summary, key):
-    \"\"\"A latency percentile of a summary, in milliseconds.\"\"\"
-    return summary[key] / 1000.0
+def n(value, digits=3):
+    \"\"\"A number as the prose quotes it (bench.report.format_number); a dash when not measured.\"\"\"
+    return format_number(value, digits)
+
+
+def color(series):
+    return COLORS.get(series.split(" ")[0], "tab:gray")
 
 
 def mark(r):
-    \"\"\"A label suffix that makes loss and invalid runs impossible to miss.\"\"\"
-    return (" [LOSS]" if "loss" in r["flags"] else "") + ("" if r["valid"] else " [INVALID: " + ",".join(r["flags"]) + "]")
+    \"\"\"A label suffix that makes loss and invalid repetitions impossible to miss.\"\"\"
+    text = " [LOSS]" if r.lossy else ""
+    return text + ("" if r.valid else " [INVALID: " + ", ".join(r.flags) + "]")
+
+
+def show(text):
+    \"\"\"Markdown written from this run's numbers.\"\"\"
+    display(Markdown(text))
 
 
 def small_print(fig):
-    fig.text(0.01, 0.005, f"{machine['cpu_model']}, {machine['cores']} cores; commit "
-             f"{str(META['git']['commit'])[:10]}; {RUN.resolve().name}", fontsize=7, color="gray")""",
+    fig.text(0.01, 0.005, f"{RUN.meta.provenance} · {RUN_DIR.resolve().name}", fontsize=7, color="gray")""",
     ),
     (
         "md",
@@ -96,16 +133,20 @@ load balancers and cookies work as they always do (RFC 6202 calls it "HTTP long 
 
 **WebSocket is a protocol of its own, started by an HTTP Upgrade handshake.** The client sends one `GET`
 with `Upgrade: websocket`; the server answers `101 Switching Protocols`, and from then on the TCP connection
-carries WebSocket frames in both directions, for as long as it lives (RFC 6455). A frame's header is 2 to 14
-bytes; there are no per-message HTTP headers. Either side may send at any moment.
+carries WebSocket frames in both directions, for as long as it lives (RFC 6455). By that RFC's definition a
+frame's header is 2 to 14 bytes; there are no per-message HTTP headers. Either side may send at any moment.
 
-The diagrams below are drawn from the lab's own routes (`/channels/<c>/poll` and `/channels/<c>/ws`).""",
+The diagrams below are drawn from the lab's own routes (`/channels/<c>/poll` and `/channels/<c>/ws`), with
+the hold time this run's long-poll clients asked for.""",
     ),
     (
         "code",
         """def sequence(ax, title, steps, height):
     \"\"\"A two-lane sequence diagram: steps are (t0, t1, direction, label, style).\"\"\"
-    ax.set_xlim(0, 10); ax.set_ylim(height, -1.2); ax.axis("off"); ax.set_title(title, loc="left")
+    ax.set_xlim(0, 10)
+    ax.set_ylim(height, -1.2)
+    ax.axis("off")
+    ax.set_title(title, loc="left")
     for x, name in ((1.5, "client (browser)"), (8.5, "Flask server")):
         ax.plot([x, x], [-0.4, height], color="gray", lw=1)
         ax.text(x, -0.7, name, ha="center", fontsize=10, weight="bold")
@@ -114,21 +155,22 @@ The diagrams below are drawn from the lab's own routes (`/channels/<c>/poll` and
             ax.text(8.7, t0, label, fontsize=8, color="tab:green", va="center")
             continue
         x0, x1 = (1.5, 8.5) if direction == ">" else (8.5, 1.5)
-        ax.annotate("", xy=(x1, t1), xytext=(x0, t0),
-                    arrowprops=dict(arrowstyle="->", color=style, lw=1.6))
+        ax.annotate("", xy=(x1, t1), xytext=(x0, t0), arrowprops=dict(arrowstyle="->", color=style, lw=1.6))
         ax.text(5, (t0 + t1) / 2 - 0.12, label, ha="center", fontsize=8, color=style,
                 bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
 
 
+holds = Counter(r.scenario.poll_timeout_s for r in RUN.results if r.scenario.transport == "longpoll")
+HOLD = f"{holds.most_common(1)[0][0]:g}" if holds else "T"  # the hold most of this run's long polls asked for
 fig, (a, b) = plt.subplots(1, 2, figsize=(13, 6.2))
 sequence(a, "Long polling: held requests", [
-    (0, 1, ">", "GET /channels/pay/poll?after=0&timeout=25", "tab:orange"),
+    (0, 1, ">", f"GET /channels/pay/poll?after=0&timeout={HOLD}", "tab:orange"),
     (1.2, 0, "note", "held... (no event yet)", None),
     (3.0, 0, "note", "event seq 1 published", None),
     (3.0, 4, "<", "200 OK  {events:[seq 1], next:1}  + headers", "tab:orange"),
     (4.2, 5.2, ">", "GET ...poll?after=1  (new request, full headers)", "tab:orange"),
     (5.4, 0, "note", "held...", None),
-    (6.5, 0, "note", "timeout (25 s)", None),
+    (6.5, 0, "note", f"timeout ({HOLD} s)", None),
     (6.5, 7.5, "<", "200 OK  {events:[], next:1}", "tab:orange"),
     (7.7, 8.7, ">", "GET ...poll?after=1", "tab:orange"),
 ], 9.2)
@@ -138,7 +180,7 @@ sequence(b, "WebSocket: one upgraded connection", [
     (2.6, 0, "note", "(HTTP ends here: frames from now on)", None),
     (3.4, 0, "note", "event seq 1 published", None),
     (3.4, 4.4, "<", "text frame {seq 1}  (2-byte header)", "tab:blue"),
-    (4.6, 5.6, ">", "masked frame {type: publish}  (6+ bytes header)", "tab:blue"),
+    (4.6, 5.6, ">", "masked frame {type: publish}  (header + 4-byte mask)", "tab:blue"),
     (5.8, 6.8, "<", "frame {type: ack, seq 2}", "tab:blue"),
     (7.0, 8.0, "<", "frame {seq 2} ... and so on, both ways", "tab:blue"),
 ], 9.2)
@@ -153,101 +195,98 @@ plt.show()""",
 *Delivery latency* is the subscriber's receive time minus the bus's publish time (`ts`); *end-to-end latency*
 is the receive time minus the time the open-loop publisher *intended* to send the event (so a publisher that
 fell behind cannot hide latency: no coordinated omission). Both are recorded in HdrHistograms; see
-docs/metrics.md. Below, the full percentile spectrum of end-to-end latency, HdrHistogram style: the x axis is
-`1/(1-p)`, so 90%, 99%, 99.9% are evenly spaced and the tail gets the room it deserves.""",
+docs/metrics.md. Below, the full percentile spectrum of end-to-end latency, HdrHistogram style, one line per
+repetition: the x axis is `1/(1-p)`, so each added nine of the percentile gets the same width and the tail
+gets the room it deserves. The scenario is the loopback one of this run that compares the most transports at
+the heaviest load (`bench.report.spectrum_scenario`).""",
     ),
     (
         "code",
-        """def spectrum(ax, r, label, color):
-    h = HdrHistogram.decode(r["latency"]["end_to_end"]["hdr"])
-    if h.get_total_count() == 0:
-        return
-    ps = np.array([50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99])
-    ps = ps[1 / (1 - ps / 100) <= h.get_total_count()]
-    xs = 1 / (1 - ps / 100)
-    ax.plot(xs, [h.get_value_at_percentile(p) / 1000 for p in ps], marker="o", label=label + mark(r), color=color)
-
-
-def pick_spectrum_runs():
-    for sweep, params in (("targets", {"subscribers": 100, "rate": 100}), ("rate", {"rate": 100}),
-                          ("subscribers", {"subscribers": 100})):
-        found = [r for r in runs(sweep, **params)]
-        if found:
-            return found
-    return RESULTS[:3]
-
-
+        """SPECTRUM = spectrum_scenario(RUN)
 fig, ax = plt.subplots(figsize=(9, 4.5))
-chosen = pick_spectrum_runs()
-for r in chosen:
-    s = r["scenario"]
-    spectrum(ax, r, f"{s['transport']} ({s['name']}, {s['subscribers']} subs x {s['rate']:g}/s)", COLORS[s["transport"]])
+for group in SPECTRUM:
+    for r in group.results:
+        x, y = percentile_spectrum(r.end_to_end.histogram())
+        style = ":" if not r.valid else ("--" if group.series == "floor" else "-")
+        ax.plot(x, y / 1000.0, style, color=color(group.series), alpha=1.0 if r.valid else 0.4,
+                label=f"{group.series} r{r.repetition}{mark(r)}")
 ax.set_xscale("log")
-ticks = [2, 10, 100, 1000, 10000]
-ax.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%"])
-ax.set_xlabel("percentile"); ax.set_ylabel("end-to-end latency (ms)"); ax.set_yscale("log")
-ax.set_title("Latency percentile spectrum (loopback, no emulated delay)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
-small_print(fig); plt.tight_layout(); plt.show()""",
+ax.set_yscale("log")
+ticks = [t for t in (2, 10, 100, 1000, 10000, 100000) if t <= max(10, ax.get_xlim()[1])]
+ax.set_xticks(ticks, [f"{100 * (1 - 1 / t):g}%" for t in ticks])
+ax.set_xlabel("percentile (the last point of each line is the max)")
+ax.set_ylabel("end-to-end latency (ms)")
+if SPECTRUM:
+    sc = SPECTRUM[0].scenario
+    ax.set_title(f"Latency percentile spectrum: {sc.name} ({sc.subscribers} subscriber(s) x {sc.rate:g} events/s, loopback)")
+    ax.legend(fontsize=8)
+ax.grid(alpha=0.3, which="both")
+small_print(fig)
+plt.tight_layout()
+plt.show()
+
+if SPECTRUM:
+    parts = []
+    for group in SPECTRUM:
+        p50 = group.median(lambda r: ms(r.end_to_end.p50_us))
+        p99 = group.median(lambda r: ms(r.end_to_end.p99_us))
+        valid = f"{len(group.valid)}/{len(group.results)} valid"
+        parts.append(f"**{group.series}** {n(p50)} ms at p50 and {n(p99)} ms at p99 ({valid})")
+    show(
+        f"In `{sc.name}` ({sc.subscribers} subscriber(s), {sc.rate:g} events/s in all, {sc.payload_bytes}-byte "
+        f"payload, runtime {sc.runtime}, loopback), medians of the valid repetitions: " + "; ".join(parts) + "."
+    )
+else:
+    show("_This run has no loopback scenario measuring both long polling and WebSocket: no spectrum to compare._")""",
     ),
     (
         "md",
         """On loopback a network transit takes microseconds, so the spectra above mostly show *software* cost:
 Python, the WSGI server, the HTTP parser, greenlet switches. The loopback *floor* (a bare asyncio TCP server
-pushing the same bytes, measured in the same run) is how fast this machine can go at all.
+pushing the same bytes, measured in the same run, where the run has it) is how fast this machine can go at all.
 
 ### Transits: why long polling's worst case is three
 
 Put a real distance between client and server (the lab's link emulator delays each direction by a one-way
 delay `d`) and the structure of each technique shows (RFC 6202 section 2.2):
 
-- **WebSocket**: the server writes the event on an open connection: **1 transit** (`d`), always.
-- **Long polling, client waiting**: the held request is answered: **1 transit**.
+- **WebSocket**: the server writes the event on an open connection: **one transit** (`d`), always.
+- **Long polling, client waiting**: the held request is answered: **one transit**.
 - **Long polling, event arrives while the client is between polls** (it just got an answer, its next request
-  is still on the wire): the answer travels back (1), the new request travels out (2), the answer to it
-  travels back (3): up to **3 transits**. Events that come back to back trigger exactly that, which is what
-  the *pairs* scenario (two events 3 ms apart) provokes.
-- **Interval polling** every `T` seconds waits on average `T/2` for the next poll, plus its round trip.""",
+  is still on the wire): the answer travels back (one), the new request travels out (two), the answer to it
+  travels back (three): up to **three transits**. Events that come back to back trigger exactly that, which is
+  what the *pairs* scenario (events published in pairs, a few milliseconds apart) provokes.
+- **Interval polling** every `T` seconds waits on average `T/2` for the next poll, plus its round trip.
+
+The table and chart below divide this run's *delivery* latency by the one-way delay: they are in transits.""",
     ),
     (
         "code",
-        """from collections import defaultdict
-from statistics import median
-
-delay_runs = [r for r in RESULTS if r["scenario"].get("sweep") in ("delay", "delay-poll100ms", "pairs")
-              and r["scenario"]["link"]["one_way_ms"] > 0 and r["valid"]]
-
-
-def technique(s):
-    if s["transport"] == "polling":
-        return f"polling every {s['poll_interval_s']:g} s"
-    return s["transport"] + (" (pairs 3 ms apart)" if s["sweep"] == "pairs" else "")
-
-
-groups = defaultdict(list)  # (technique, one-way ms) -> [(p50, p99, max) in transits, one per repetition]
-for r in delay_runs:
-    s, lat = r["scenario"], r["latency"]["delivery"]
-    d = s["link"]["one_way_ms"]
-    groups[(technique(s), d)].append((ms(lat, "p50_us") / d, ms(lat, "p99_us") / d, ms(lat, "max_us") / d))
-
-print(f"{'technique':32} {'one-way':>8} {'reps':>4} {'p50':>7} {'p99':>7} {'max':>7}   (delivery latency in transits, median of repetitions)")
-for (tech, d), reps in sorted(groups.items()):
-    p50, p99, mx = (median(x[i] for x in reps) for i in range(3))
-    print(f"{tech:32} {d:6.0f}ms {len(reps):4d} {p50:7.2f} {p99:7.2f} {mx:7.2f}")
+        """TRANSITS = transits(RUN, kind="delivery")
+show(markdown_table(
+    ("technique", "one-way delay (ms)", "valid reps", "p50", "p99", "max"),
+    [(t.technique, f"{t.one_way_ms:g}", f"{t.valid_reps}/{t.reps}", n(t.p50), n(t.p99), n(t.max)) for t in TRANSITS],
+) if TRANSITS else "_No scenario of this run has an emulated delay._")
 
 fig, ax = plt.subplots(figsize=(9, 4.8))
-styles = {"websocket": COLORS["websocket"], "longpoll": COLORS["longpoll"]}
-for tech in sorted({t for t, _ in groups}):
-    points = sorted((d, reps) for (t, d), reps in groups.items() if t == tech)
-    xs = [d for d, _ in points]
-    color = styles.get(tech.split()[0], "tab:gray" if tech.endswith("every 1 s") else "tab:purple")
-    if "pairs" in tech:
-        ax.scatter(xs, [median(x[1] for x in reps) for _, reps in points], marker="*", s=180, color=color,
-                   label=tech + ": p99", zorder=3)
+drawn = False
+for tech in sorted({t.technique for t in TRANSITS}):
+    rows = [t for t in TRANSITS if t.technique == tech and t.p50 is not None]
+    if not rows:
         continue
-    ax.plot(xs, [median(x[0] for x in reps) for _, reps in points], marker="o", color=color, label=tech + ": p50")
-    ax.plot(xs, [median(x[1] for x in reps) for _, reps in points], marker="_", ls=":", color=color, label=tech + ": p99")
-ax.axhline(1, ls="--", color="tab:green", label="model: 1 transit")
-ax.axhline(3, ls="--", color="tab:red", label="model: 3 transits (RFC 6202)")
+    drawn = True
+    xs = [t.one_way_ms for t in rows]
+    c = color(rows[0].series)
+    if rows[0].burst > 1:
+        ax.scatter(xs, [t.p99 for t in rows], marker="*", s=180, color=c, label=tech + ": p99", zorder=3)
+        continue
+    ax.plot(xs, [t.p50 for t in rows], marker="o", color=c, label=tech + ": p50",
+            alpha=1.0 if rows[0].rate_per_subscriber == min(t.rate_per_subscriber for t in TRANSITS) else 0.5)
+    ax.plot(xs, [t.p99 for t in rows], marker="_", ls=":", color=c, label=tech + ": p99")
+ax.axhline(1, ls="--", color="tab:green", label="model: one transit (push)")
+ax.axhline(3, ls="--", color="tab:red", label="model: three transits (RFC 6202 long-poll worst case)")
+if not drawn:
+    ax.text(0.5, 0.5, "no valid repetition under an emulated delay in this run", transform=ax.transAxes, ha="center")
 ax.set_xlabel("emulated one-way delay (ms)")
 ax.set_ylabel("delivery latency / one-way delay")
 ax.set_yscale("log")
@@ -256,14 +295,64 @@ ax.legend(fontsize=7, ncol=2)
 ax.grid(alpha=0.3)
 small_print(fig)
 plt.tight_layout()
-plt.show()""",
-    ),
-    (
-        "md",
-        """Read the table as multiples of one network transit. WebSocket sits at about one. Long polling's median
-sits near one too when events are sparse, but the pairs scenario pushes its tail toward three: the second event
-of each pair waits for a fresh request to cross the link. Interval polling's latency is governed by its
-interval, not by the network.""",
+plt.show()
+
+
+def span(rows, attr):
+    \"\"\"'a' or 'a to b': the range of one statistic over rows (the rows have it).\"\"\"
+    values = [getattr(t, attr) for t in rows if getattr(t, attr) is not None]
+    lo, hi = n(min(values)), n(max(values))
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def sparsest(series, bursts=False):
+    \"\"\"The valid rows of one series at its lowest rate per subscriber, with or without bursts.\"\"\"
+    rows = [t for t in TRANSITS if t.series == series and (t.burst > 1) == bursts and t.p50 is not None]
+    if not rows:
+        return []
+    rate = min(t.rate_per_subscriber for t in rows)
+    return [t for t in rows if t.rate_per_subscriber == rate]
+
+
+def delays(rows):
+    return ", ".join(f"{t.one_way_ms:g}" for t in rows)
+
+
+said = []
+ws, lp = sparsest("websocket"), sparsest("longpoll")
+if ws:
+    said.append(
+        f"WebSocket's median delivery latency is {span(ws, 'p50')} transits at {ws[0].rate_per_subscriber:g} "
+        f"events/s per subscriber over one-way delays of {delays(ws)} ms (the model: one)."
+    )
+if lp:
+    said.append(
+        f"Long polling's median at {lp[0].rate_per_subscriber:g} events/s is {span(lp, 'p50')} transits and its "
+        f"p99 {span(lp, 'p99')}: with events this sparse the client was waiting for nearly every one."
+    )
+busy = [t for t in TRANSITS if t.series == "longpoll" and t.burst == 1 and t.p50 is not None and lp
+        and t.rate_per_subscriber > lp[0].rate_per_subscriber]
+if busy:
+    said.append(
+        f"At {busy[-1].rate_per_subscriber:g} events/s over {busy[-1].one_way_ms:g} ms its median is "
+        f"{n(busy[-1].p50)} transits and its p99 {n(busy[-1].p99)}: events published while a poll travels "
+        "wait for the next one (section 4, batching)."
+    )
+lp_b, ws_b = sparsest("longpoll", bursts=True), sparsest("websocket", bursts=True)
+if lp_b:
+    said.append(
+        f"With events in bursts ({lp_b[0].technique}), long polling's p99 is {span(lp_b, 'p99')} transits, "
+        "against the model's worst case of three"
+        + (f"; WebSocket's p99 in the same scenario is {span(ws_b, 'p99')}" if ws_b else "")
+        + ": the second event of each burst waits for a fresh request to cross the link."
+    )
+polls = [t for t in TRANSITS if t.series.startswith("polling") and t.p50 is not None]
+if polls:
+    said.append(
+        f"Interval polling's median spans {span(polls, 'p50')} transits: governed by its interval, not by the network."
+    )
+show(" ".join(said) or "_This run has no valid repetition under an emulated delay: no transit to quote. "
+     "A profile with the delay sweep (`make bench`) measures them._")""",
     ),
     (
         "md",
@@ -271,8 +360,9 @@ interval, not by the network.""",
 
 The relay in front of the server counts TCP payload bytes in each direction (not IP/TCP headers). For long
 polling every delivered batch costs a full HTTP response *and* the next request; for WebSocket a delivered
-event costs its frame: 2 bytes of header up to 125 bytes of payload, 4 up to 64 KiB, 10 beyond; frames from
-client to server add a 4-byte mask. The WebSocket handshake is paid once per connection and reported apart.""",
+event costs its frame. RFC 6455's definitions: 2 bytes of header up to 125 bytes of payload, 4 up to 64 KiB,
+10 beyond; frames from client to server add a 4-byte mask. The WebSocket handshake is paid once per
+connection and reported apart.""",
     ),
     (
         "code",
@@ -284,103 +374,137 @@ for size in (16, 125, 126, 1024, 65535, 65536, 1 << 20):
     client = len(FrameProtocol(client=True, extensions=[]).send_data(b"x" * size)) - size
     print(f"  payload {size:>8} B: server->client {server:2d} B, client->server {client:2d} B")
 
-print()
-print(f"{'scenario':22} {'transport':10} {'payload':>8} {'down B/event':>13} {'up B/event':>11} {'req/event':>10} {'handshake down/up':>18}")
-for r in sorted(runs("payload") or runs("rate"), key=lambda r: (r["scenario"]["payload_bytes"], r["scenario"]["transport"])):
-    s, b = r["scenario"], r["bytes"]
-    hs = b["handshake"]
-    print(f"{s['name']:22} {s['transport']:10} {s['payload_bytes']:8d} {b['per_event']['down']:13.1f} {b['per_event']['up']:11.1f} "
-          f"{r['http']['requests_per_event']:10.2f} {hs['down']:>9}/{hs['up']:<8}{mark(r)}")""",
+COST = cost_rows(RUN)
+show(markdown_table(
+    ("scenario", "transport", "payload (B)", "down B/event", "up B/event", "overhead B/event", "req/event",
+     "handshake down/up (B)", "valid reps"),
+    [
+        (c.scenario + (" (compressed)" if c.compression else "") + (" [LOSS]" if c.lossy else ""), c.series, c.payload_bytes, n(c.down), n(c.up), n(c.overhead),
+         n(c.requests_per_event), f"{n(c.handshake_down)}/{n(c.handshake_up)}", f"{c.valid_reps}/{c.reps}")
+        for c in COST
+    ],
+) if COST else "_No loopback scenario of this run delivered events._")""",
     ),
     (
         "md",
         """### The HTTP headers of one real long poll
 
 Below, one request and one response of the lab, captured at the socket by the benchmark (`capture.json` of the
-run), dissected line by line. Browsers send more (cookies, `User-Agent`, `Accept-Language`...), often 500 to
-1,000 bytes per request.""",
+run, read with `bench.report.load_capture`), dissected line by line. Browsers send more (cookies,
+`User-Agent`, `Accept-Language`...): the Kaazing paper's example, below, counts 871 bytes of headers per poll,
+request and response together.""",
     ),
     (
         "code",
-        """capture_file = RUN / "capture.json"
-if capture_file.exists():
-    capture = json.loads(capture_file.read_text())
-    for name in ("longpoll_request", "longpoll_response", "websocket_request", "websocket_response"):
-        raw = capture[name]
-        head, _, body = raw.partition("\\r\\n\\r\\n")
-        print(f"--- {name}: {len(raw.encode())} bytes ({len(head.encode()) + 4} of headers, {len(body.encode())} of body)")
-        for line in head.split("\\r\\n"):
-            print(f"  {len(line.encode()) + 2:4d} B | {line}")
-        if body:
-            print(f"  {len(body.encode()):4d} B | body: {body[:100]}{'...' if len(body) > 100 else ''}")
+        """CAPTURE = load_capture(RUN_DIR)
+if CAPTURE is None:
+    print("this run has no capture.json")
 else:
-    print("this run has no capture.json")""",
+    for name, message in CAPTURE.messages().items():
+        print(f"--- {name}: {message.size} bytes ({message.head_size} of head, {message.body_size} of body)")
+        for size, line in message.lines():
+            print(f"  {size:4d} B | {line}")
+        if message.body:
+            print(f"  {message.body_size:4d} B | body: {message.body[:100]}{'...' if len(message.body) > 100 else ''}")
+    frame = CAPTURE.websocket_frame
+    print(f"--- websocket_frame: {frame.size} bytes ({frame.header_bytes} of header: {frame.header_hex})")
+    print(f"       payload: {frame.payload[:100]}{'...' if len(frame.payload) > 100 else ''}")
+    request, response = CAPTURE.longpoll_request, CAPTURE.longpoll_response
+    show(
+        f"One long poll costs **{request.head_size + response.head_size} bytes of HTTP heads** here "
+        f"({request.head_size} in the request, {response.head_size} in the response) around a "
+        f"{response.body_size}-byte JSON body. The same event reached the WebSocket client as a {frame.size}-byte "
+        f"frame, {frame.header_bytes} of them header; the Upgrade request and its answer "
+        f"({CAPTURE.websocket_request.size} + {CAPTURE.websocket_response.size} bytes) are paid once per connection."
+    )""",
     ),
     (
         "md",
         """### The Kaazing table, then and now
 
 The 2010 white paper *HTML5 Web Sockets: A Quantum Leap in Scalability for the Web* (Kaazing) compared
-polling with WebSocket for clients receiving one message per second: 871 bytes of HTTP headers per poll
-versus a 2-byte frame header. Its table (Mbps there means 2^20 bits per second):
+polling with WebSocket for clients receiving one message per second. Its inputs, which are the paper's
+definitions and not measurements of this lab: 871 bytes of HTTP headers per poll versus a 2-byte frame
+header; Mbps there means 2^20 bits per second.
 
-| clients | polling | WebSocket |
-|---|---|---|
-| 1,000 | 6.6 Mbps | 0.015 Mbps |
-| 10,000 | 66 Mbps | 0.153 Mbps |
-| 100,000 | 665 Mbps | 1.526 Mbps |
-
-Below: the paper's numbers recomputed from its own inputs (to check we read it right), then the same table from
-the bytes per event *this lab measured*, both directions, with the lab's real headers and JSON envelopes.""",
+Below: the paper's table recomputed from those inputs, beside the figures it printed (to check we read it
+right), then the same table from the bytes per event *this run measured*, both directions, with the lab's
+real headers and JSON envelopes. Both are `bench.report`'s `paper_table` and `measured_table`, the tables of
+this run's `REPORT.md`.""",
     ),
     (
         "code",
-        """MBPS = 2 ** 20  # the paper's Mbps
-
-
-def mbps(bytes_per_message, clients, per_second=1.0):
-    return bytes_per_message * 8 * clients * per_second / MBPS
-
-
-print("From the paper's inputs:")
-for clients in (1_000, 10_000, 100_000):
-    print(f"  {clients:>7,} clients: polling {mbps(871, clients):7.3f} Mbps   WebSocket {mbps(2, clients):6.3f} Mbps")
-
-
-def measured(transport, sweep_order=("delay", "rate", "subscribers", "payload")):
-    for sweep in sweep_order:
-        for r in runs(sweep, transport=transport):
-            if r["scenario"]["link"]["one_way_ms"] == 0 and r["counters"]["delivered"] and r["valid"]:
-                return r
-    return None
-
-
-print()
-print("From this lab's measured bytes per delivered event (down + up):")
-for transport in ("polling", "longpoll", "websocket"):
-    r = measured(transport)
-    if r is None:
-        print(f"  {transport}: not measured in this run")
-        continue
-    per = r["bytes"]["per_event"]["down"] + r["bytes"]["per_event"]["up"]
-    cells = "   ".join(f"{c:>7,}: {mbps(per, c):8.3f} Mbps" for c in (1_000, 10_000, 100_000))
-    print(f"  {transport:9} {per:7.1f} B/event ({r['scenario']['name']})   {cells}")""",
+        """CLIENTS = [f"{c:,} clients" for c in PAPER_CLIENTS]
+show("**From the paper's own inputs** (Mbps recomputed, the paper's printed figure in brackets):")
+show(markdown_table(
+    ("transport", "bytes per message", *CLIENTS),
+    [(row.transport, f"{row.bytes_per_message:g}", *(f"{v:.4g} ({p})" for v, p in zip(row.mbps, row.printed)))
+     for row in paper_table()],
+))
+KAAZING = measured_table(RUN)
+show("**From this run's measured bytes per delivered event** (up + down, the event itself included; overhead "
+     "= wire bytes minus payload bytes), each from the scenario closest to one event per second per subscriber:")
+show(markdown_table(
+    ("transport", "bytes per event", "overhead", *CLIENTS, "measured in"),
+    [(row.transport, n(row.bytes_per_event), n(row.overhead_bytes), *(n(v, 4) for v in row.mbps), row.source)
+     for row in KAAZING],
+) if KAAZING else "_No polling, long-poll or WebSocket result with bytes per event in this run._")""",
     ),
     (
-        "md",
-        """Two things separate the lab's table from the paper's. First, the lab counts **everything** on the wire per
-delivered event, the event itself included (its JSON envelope `channel`, `seq`, `ts` plus the payload, about
-93 bytes here), where the paper counted only the overhead (871 bytes of headers, 2 bytes of framing). Second,
-HTTP's cost per event depends on **how many events each request carries** (the requests-per-event column above):
-
-- interval polling every second at 5 events/s brings back about 5 events per poll, so its headers are shared
-  and it looks cheap per event; the price is latency (half the interval on average). When events are rarer than
-  polls, the paper's case, every empty poll still pays headers both ways and the cost per event explodes;
-- long polling answers as soon as there is news, so while events are sparse it pays one request and one
-  response per event (about 0.93 requests per event here); once events arrive faster than a round trip it
-  batches them (0.10 requests per event at 100 events/s over a 50 ms link);
-- WebSocket pays its frame header (2 bytes up to 125 bytes of payload) on top of the event, and nothing per
-  request: there are none after the handshake.""",
+        "code",
+        """by_transport = {row.transport: row for row in KAAZING}
+BATCHING = longpoll_batching(RUN)
+measured_batching = [b for b in BATCHING if b.requests_per_event is not None]
+said = ["Two things separate the lab's table from the paper's."]
+ws = by_transport.get("websocket")
+if ws:
+    said.append(
+        f"First, the lab counts **everything** on the wire per delivered event, the event itself included: "
+        f"WebSocket's {n(ws.bytes_per_event)} bytes per event are the event's JSON envelope (`channel`, `seq`, "
+        f"`ts`) around its {ws.payload_bytes}-byte payload plus the frame header, where the paper counted only "
+        "the overhead (headers and framing)."
+    )
+said.append("Second, HTTP's cost per event depends on **how many events each request carries**:")
+bullets = []
+for group in by_series(r for r in RUN.results if r.scenario.transport == "polling" and r.scenario.link.is_loopback):
+    per_request = group.median(lambda r: r.num("http", "requests_per_event"))
+    if not per_request:
+        continue
+    per_poll = 1 / per_request
+    sc = group.scenario
+    text = (
+        f"interval polling every {sc.poll_interval_s:g} s at {sc.rate_per_subscriber:g} events/s (`{sc.name}`) "
+        f"brings back {n(per_poll)} events per poll and costs {n(group.median(bytes_per_event))} bytes per event"
+    )
+    if per_poll > 1:
+        text += "; its headers are shared among the events, and the price is latency (half the interval on average)"
+    else:
+        text += "; there are more polls than events: every empty poll still pays headers both ways, the paper's case"
+    bullets.append(text + ";")
+if measured_batching:
+    sparse = min(measured_batching, key=lambda b: (b.rate_per_subscriber, b.one_way_ms))
+    batched = min(measured_batching, key=lambda b: b.requests_per_event)
+    text = (
+        "long polling answers as soon as there is news, so while events are sparse it pays about one request and "
+        f"one response per event ({n(sparse.requests_per_event)} requests per event in `{sparse.scenario}`, "
+        f"{sparse.rate_per_subscriber:g} events/s per subscriber)"
+    )
+    if batched.requests_per_event < sparse.requests_per_event:
+        where = f"over a {batched.one_way_ms:g} ms one-way link" if batched.one_way_ms else "on loopback"
+        text += (
+            f"; once events arrive faster than a round trip it batches them ({n(batched.requests_per_event)} "
+            f"requests per event, {n(batched.events_per_response)} events per response, in `{batched.scenario}`: "
+            f"{batched.rate_per_subscriber:g} events/s per subscriber {where})"
+        )
+    bullets.append(text + ";")
+ws_cost = [c for c in COST if c.series == "websocket" and c.handshake_per_connection is not None]
+bullets.append(
+    "WebSocket pays its frame header (by RFC 6455, 2 bytes up to 125 bytes of payload) on top of the event, and "
+    "nothing per request: there are none after the handshake"
+    + (f" ({n(ws_cost[0].handshake_per_connection)} bytes both ways per connection in `{ws_cost[0].scenario}`, "
+       "reported apart)." if ws_cost else ".")
+)
+show(" ".join(said) + "".join(f"\\n- {b}" for b in bullets))""",
     ),
     (
         "md",
@@ -388,37 +512,113 @@ HTTP's cost per event depends on **how many events each request carries** (the r
 
 Server CPU per delivered event is the server process's CPU time (all workers) during the measurement window
 divided by events delivered. RSS per connection comes from the idle scenarios: open N connections, publish
-nothing, compare memory.""",
+nothing, compare memory. Every repetition is a point; lines join the medians of the valid ones, and an invalid
+repetition (clients saturated or publisher behind) is a hollow point: its latency is the clients', not the
+server's.""",
     ),
     (
         "code",
-        """fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-for transport in ("longpoll", "websocket", "floor"):
-    rs = sorted(runs("subscribers", transport=transport), key=lambda r: r["scenario"]["subscribers"])
-    if not rs:
-        continue
-    xs = [r["scenario"]["subscribers"] for r in rs]
-    axes[0].plot(xs, [r["server"]["cpu_us_per_event"] for r in rs], marker="o", color=COLORS[transport], label=transport)
-    axes[1].plot(xs, [ms(r["latency"]["end_to_end"], "p99_us") for r in rs], marker="o", color=COLORS[transport], label=transport)
-    for r in rs:
-        if mark(r):
-            axes[1].annotate(mark(r).strip(), (r["scenario"]["subscribers"], ms(r["latency"]["end_to_end"], "p99_us")), fontsize=7, color="red")
-for ax, label in zip(axes, ("server CPU per delivered event (us)", "end-to-end p99 (ms)")):
-    ax.set_xscale("log"); ax.set_yscale("log"); ax.set_xlabel("subscribers on one broadcast channel"); ax.set_ylabel(label)
-    ax.grid(alpha=0.3); ax.legend(fontsize=8)
-axes[0].set_title("Cost per event as subscribers grow"); axes[1].set_title("Tail latency as subscribers grow")
-small_print(fig); plt.tight_layout(); plt.show()
+        """SUBSCRIBER_SWEEPS = [s for s in find_sweeps(RUN.results) if s.axis == "subscribers"]
+METRICS = (
+    ("server CPU per delivered event (µs)", lambda r: r.num("server", "cpu_us_per_event")),
+    ("end-to-end p99 (ms)", lambda r: ms(r.end_to_end.p99_us)),
+)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+if SUBSCRIBER_SWEEPS:
+    sweep = SUBSCRIBER_SWEEPS[0]
+    groups = by_series(sweep.results)
+    for ax, (label, get) in zip(axes, METRICS):
+        for series in sorted({g.series for g in groups}):
+            line = sorted((g for g in groups if g.series == series), key=lambda g: g.scenario.subscribers)
+            for g in line:
+                for r in g.results:
+                    if get(r) is not None:
+                        ax.scatter(g.scenario.subscribers, get(r), s=30, color=color(series) if r.valid else "none",
+                                   edgecolors=color(series), alpha=0.6)
+            points = [(g.scenario.subscribers, g.median(get)) for g in line if g.median(get) is not None]
+            ax.plot([x for x, _ in points], [y for _, y in points], marker="o", color=color(series), label=series)
+        ax.scatter([], [], s=30, color="none", edgecolors="gray", label="invalid repetition (hollow)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"subscribers ({sweep.label})")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    axes[0].set_title("Cost per event as subscribers grow")
+    axes[1].set_title("Tail latency as subscribers grow")
+else:  # no subscriber sweep in this run: the transports of the spectrum scenario, side by side
+    for ax, (label, get) in zip(axes, METRICS):
+        for i, group in enumerate(SPECTRUM):
+            for r in group.results:
+                if get(r) is not None:
+                    ax.bar(i, get(r), color=color(group.series) if r.valid else "none", edgecolor=color(group.series),
+                           alpha=0.6)
+        ax.set_xticks(range(len(SPECTRUM)), [g.series for g in SPECTRUM])
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    if SPECTRUM:
+        axes[0].set_title(f"Cost per event in {SPECTRUM[0].name}")
+        axes[1].set_title(f"Tail latency in {SPECTRUM[0].name}")
+small_print(fig)
+plt.tight_layout()
+plt.show()
 
-print(f"{'scenario':22} {'transport':10} {'req/event':>9}  (long polling batches: below 1 once the server is busy)")
-for r in sorted(runs("rate") + runs("burst") + runs("throughput-delay"), key=lambda r: (r["scenario"]["sweep"], r["scenario"]["transport"], r["scenario"]["rate"])):
-    if r["scenario"]["transport"] == "longpoll":
-        print(f"{r['scenario']['name']:22} {'longpoll':10} {r['http']['requests_per_event']:9.2f}{mark(r)}")
-
-for r in runs("idle"):
-    idle = r.get("idle") or {}
-    print(f"idle {r['scenario']['transport']:10} {r['scenario']['subscribers']} connections: "
-          f"RSS/connection {idle.get('rss_per_connection_bytes', float('nan')) / 1024:.1f} KiB, bytes/connection/min "
-          f"{idle.get('bytes_per_connection_per_min', {})}")""",
+said = []
+cpu = {g.series: g.median(lambda r: r.num("server", "cpu_us_per_event")) for g in SPECTRUM}
+if cpu.get("longpoll") and cpu.get("websocket"):
+    said.append(
+        f"In `{SPECTRUM[0].name}` the server spent {n(cpu['longpoll'])} µs of CPU per delivered event on long "
+        f"polling and {n(cpu['websocket'])} µs on WebSocket: {n(cpu['longpoll'] / cpu['websocket'], 2)} times as much"
+        + (f" (the bare floor: {n(cpu['floor'])} µs)." if cpu.get("floor") else ".")
+    )
+if SUBSCRIBER_SWEEPS:
+    groups = by_series(SUBSCRIBER_SWEEPS[0].results)
+    counts = sorted({g.scenario.subscribers for g in groups})
+    measured = [c for c in counts if any(g.valid for g in groups if g.scenario.subscribers == c)]
+    if measured:
+        said.append(
+            f"At {measured[-1]} subscribers, the most with valid repetitions in this sweep: "
+            + "; ".join(
+                f"{g.series} {n(g.median(lambda r: r.num('server', 'cpu_us_per_event')))} µs per event, "
+                f"p99 {n(g.median(lambda r: ms(r.end_to_end.p99_us)))} ms"
+                for g in groups
+                if g.scenario.subscribers == measured[-1] and g.valid
+            )
+            + "."
+        )
+    for c in counts:
+        invalid = [g.series for g in groups if g.scenario.subscribers == c and not g.valid]
+        if invalid:
+            said.append(
+                f"At {c} subscribers every repetition of {' and '.join(invalid)} is invalid (clients saturated or "
+                "publisher behind): those hollow points measure the clients or the publisher, not the server, and no "
+                "number is quoted."
+            )
+if said:
+    show(" ".join(said))""",
+    ),
+    (
+        "md",
+        """Long polling's requests per event, scenario by scenario: one request per event while events are sparse,
+fewer once events pile up during a round trip (a response then carries several). Then what idle connections
+cost: long polling re-polls at every hold timeout, WebSocket sends nothing unless pings are on.""",
+    ),
+    (
+        "code",
+        """show(markdown_table(
+    ("scenario", "subscribers", "events/s per subscriber", "one-way delay (ms)", "req/event", "events/response",
+     "valid reps"),
+    [(b.scenario, b.subscribers, f"{b.rate_per_subscriber:g}", f"{b.one_way_ms:g}", n(b.requests_per_event),
+      n(b.events_per_response), f"{b.valid_reps}/{b.reps}") for b in BATCHING],
+) if BATCHING else "_No long-poll scenario of this run delivered events._")
+IDLE = idle_rows(RUN)
+show(markdown_table(
+    ("idle scenario", "transport", "connections", "RSS per connection (KiB)", "bytes per connection per minute",
+     "valid reps"),
+    [(i.scenario, i.series, i.connections,
+      n(None if i.rss_per_connection_bytes is None else i.rss_per_connection_bytes / 1024),
+      n(i.bytes_per_connection_per_min), f"{i.valid_reps}/{i.reps}") for i in IDLE],
+) if IDLE else "_No idle scenario in this run._")""",
     ),
     (
         "md",
@@ -426,28 +626,36 @@ for r in runs("idle"):
 
 | concern | long polling | WebSocket | in this lab |
 |---|---|---|---|
-| header overhead | full HTTP headers on every answer and every new request | 2-14 bytes per frame after a one-time handshake | measured above, per event and per handshake |
-| maximal latency | up to 3 transits when events come back to back | 1 transit | the delay sweep and the pairs scenario |
+| header overhead | full HTTP headers on every answer and every new request | a frame header (RFC 6455: 2 to 14 bytes) after a one-time handshake | measured above, per event and per handshake |
+| maximal latency | up to three transits when events come back to back | one transit | the delay sweep and the pairs scenario |
 | connection establishment | reuses keep-alive connections; a new TCP connection if the proxy closed it | one handshake per connection, then none | handshake bytes reported apart |
 | allocated resources | a held request ties up a worker thread or a greenlet | a connection ties up a greenlet (gevent) or two threads (gthread: handler + simple-websocket's reader) | RSS per idle connection; gthread runs out of threads |
 | graceful degradation | it is just HTTP: works through every proxy | some proxies and old middleboxes refuse Upgrade | both transports share cursors, so a client can fall back without losing events |
-| timeouts | intermediaries kill held requests after 30-60 s: hold less (the lab defaults to 25 s, RFC 6202 section 5.5) | idle connections need pings to survive NATs and proxies | `--ws-ping-interval`, `timeout=` |
+| timeouts | intermediaries close requests held too long: hold less than the 30 s that RFC 6202 section 5.5 names as safe (the lab's default hold, `LAB_POLL_TIMEOUT`, is under it) | idle connections need pings to survive NATs and proxies | `--ws-ping-interval`, `timeout=` |
 | caching | a cache must never replay a held answer | not cacheable | `Cache-Control: no-store` on every poll |
 
 **Why nothing is lost here.** Every event has a per-channel `seq`; every subscriber keeps a cursor and resumes
-from it, on either transport, after any disconnect; the bus retains history (10,000 events per channel by
-default) and, when a cursor is older than that, says exactly which events are gone (a gap notice) rather than
-skipping them silently. Each benchmark run counts missing, duplicate and out-of-order events and marks any
-run that has them. The cost is memory for the history and a cursor in every request or connection URL.""",
+from it, on either transport, after any disconnect; the bus retains a bounded history per channel
+(`LAB_HISTORY`, docs/configuration.md) and, when a cursor is older than that, says exactly which events are
+gone (a gap notice) rather than skipping them silently. Each benchmark run counts missing, duplicate and
+out-of-order events and marks any repetition that has them. The cost is memory for the history and a cursor in
+every request or connection URL. This run's count:""",
     ),
     (
         "code",
-        """lossy = [r for r in RESULTS if "loss" in r["flags"]]
-print(f"{len(RESULTS)} scenario runs; missing/duplicate/out-of-order totals: "
-      f"{sum(r['counters']['missing'] for r in RESULTS)}/{sum(r['counters']['duplicate'] for r in RESULTS)}/"
-      f"{sum(r['counters']['out_of_order'] for r in RESULTS)}")
-for r in lossy:
-    print("  LOSS in", r["scenario"]["name"], r["scenario"]["transport"], r["counters"])""",
+        """verdict = "no loss" if not TOTALS.lossy else f"**LOSS in {len(TOTALS.lossy)} repetition(s)**: " + ", ".join(
+    f"`{f}`" for f in TOTALS.lossy
+)
+show(
+    f"{TOTALS.results} repetitions, {TOTALS.expected:,} events expected, {TOTALS.delivered:,} delivered; "
+    f"missing / duplicate / out-of-order: {TOTALS.missing} / {TOTALS.duplicate} / {TOTALS.out_of_order} "
+    f"({verdict}). Loss is counted over every repetition, valid or not."
+    + (f" Failed repetitions (no measurement): {', '.join(TOTALS.failed)}." if TOTALS.failed else "")
+    + (f" Planned but never run: {', '.join(TOTALS.not_run)}." if TOTALS.not_run else "")
+)
+for r in RUN.results:
+    if r.lossy:
+        print("  LOSS in", r.file, r.counters)""",
     ),
     (
         "md",
@@ -456,7 +664,7 @@ for r in lossy:
 | if... | choose | because (see the measurements above) |
 |---|---|---|
 | events are rare (a payment confirmation, a job finished) and must pass any proxy | **long polling** | one held request per page; latency near one transit when the client is waiting; plain HTTP |
-| events are frequent or bursty, or latency tails matter | **WebSocket** | one transit always; no header bytes per event; far less CPU per event |
+| events are frequent or bursty, or latency tails matter | **WebSocket** | one transit always; no header bytes per event; CPU per event: section 4 |
 | the client also sends often (chat, collaborative editing, games) | **WebSocket** | bidirectional on one connection |
 | thousands of mostly idle clients on a threaded server | **either, on gevent** | a held poll or an open socket each costs a greenlet; with threads both run out |
 | you cannot rely on Upgrade passing (some corporate proxies) | **long polling as a fallback** | same events, same cursors: switching transports loses nothing |

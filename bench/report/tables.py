@@ -208,7 +208,7 @@ def transits(run: Run, kind: str = "delivery") -> list[TransitRow]:
 
     ``kind`` is ``delivery`` (receive time minus the bus's publish time: the transport alone) or
     ``end_to_end`` (from the publisher's intended send time, as the report's transit charts draw it).
-    One row per series, rate per subscriber, burst shape and one-way delay; sorted by technique, then delay.
+    One row per series, rate per subscriber, burst shape and one-way delay; sorted in that order, then by delay.
     """
     if kind not in ("delivery", "end_to_end"):
         raise ValueError(f"kind must be 'delivery' or 'end_to_end', not {kind!r}")
@@ -234,7 +234,9 @@ def transits(run: Run, kind: str = "delivery") -> list[TransitRow]:
                 max=median_of_valid(results, _in_transits(kind, "max_us", one_way)),
             )
         )
-    return sorted(rows, key=lambda row: (row.technique, row.one_way_ms))
+    return sorted(
+        rows, key=lambda row: (row.series, row.burst, row.burst_gap_ms, row.rate_per_subscriber, row.one_way_ms)
+    )
 
 
 # --- bytes and requests ----------------------------------------------------------------------------
