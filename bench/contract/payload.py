@@ -1,7 +1,7 @@
 """The benchmark's payload codec: what the publisher puts in each event's ``data``, and how a subscriber reads it.
 
 Contract layer. A payload is the JSON array ``[index, intended_mono_ns, warm, "xxx..."]``: the event's
-index in the schedule, the monotonic time (ns) at which the open-loop schedule meant to send it, whether it
+position in the schedule, the monotonic time (ns) at which the open-loop schedule meant to send it, whether it
 belongs to the warm-up, and padding up to ``payload_bytes``. The intended time is what end-to-end latency is
 measured from (docs/metrics.md), so a late publisher shows in the numbers instead of hiding.
 
@@ -18,7 +18,8 @@ __all__ = ["BenchPayload", "decode_payload", "encode_payload"]
 class BenchPayload(NamedTuple):
     """What a subscriber learns from one benchmark payload."""
 
-    index: int
+    position: int
+    """The event's index in the publisher's schedule (0-based, warm-up included)."""
     intended_mono_ns: int
     warm: bool
 

@@ -67,14 +67,16 @@ _OFF = [{"const": 0}, {"const": False}]
 """TOML has no null: ``0`` or ``false`` turn an optional field off."""
 
 
-def _spec(schema: dict[str, Any], *, toml: dict[str, Any] | None = None, old: Any = dataclasses.MISSING) -> Any:
+def _spec(
+    schema: dict[str, Any], *, toml: dict[str, Any] | None = None, old: Any = dataclasses.MISSING, record: bool = True
+) -> Any:
     """A dataclass field described by its JSON Schema.
 
     ``schema`` is the value's schema in a raw result; ``toml`` its schema in ``scenarios.toml`` when that
     differs (an optional field spelled ``0``); ``old`` the value to assume when a raw result written before
-    the field existed lacks it (so older runs still load).
+    the field existed lacks it (so older runs still load); ``record=False`` keeps it out of a raw result.
     """
-    return field(metadata={"schema": schema, "toml": toml or schema, "old": old})
+    return field(metadata={"schema": schema, "toml": toml or schema, "old": old, "record": record})
 
 
 def _int(minimum: int) -> dict[str, Any]:
@@ -160,12 +162,9 @@ class Scenario:
     name: str = _spec({"type": "string", "pattern": r"^[a-z0-9_.-]{1,100}$"})
     sweep: str | None = _spec({"type": ["string", "null"]})
     """The sweep it was expanded from (``None`` for a single scenario); the report groups by it."""
-    description: str = field(metadata={"schema": {"type": "string"}, "record": False})
-    transports: tuple[str, ...] = field(
-        metadata={
-            "schema": {"type": "array", "items": {"enum": list(TRANSPORTS)}, "minItems": 1, "uniqueItems": True},
-            "record": False,
-        }
+    description: str = _spec({"type": "string"}, record=False)
+    transports: tuple[str, ...] = _spec(
+        {"type": "array", "items": {"enum": list(TRANSPORTS)}, "minItems": 1, "uniqueItems": True}, record=False
     )
     subscribers: int = _spec(_int(1))
     layout: str = _spec({"enum": list(LAYOUTS)})

@@ -1,4 +1,4 @@
-"""bench.agents.http: the benchmark's minimal HTTP/1.1 response reader."""
+"""bench.agents.http: the benchmark's minimal HTTP/1.1 response reader, and the fleet's BarePoller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import asyncio
 
 import pytest
 
-from bench.agents.http import read_response
+from bench.agents.http import BarePoller, read_response
+from clients import PollAnswer
+from tests.support import UNIT
 
 
 def read(data: bytes) -> tuple[int, bytes, bool]:
@@ -58,3 +60,80 @@ def test_what_the_lab_server_never_sends_is_refused(raw: bytes) -> None:
 def test_a_truncated_body_raises() -> None:
     with pytest.raises(asyncio.IncompleteReadError):
         read(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+
+
+# --- BarePoller: clients' Poller contract (docs/clients.md, "The poller seam") over one bare connection ---
+
+
+async def serve_once(answers: list[bytes | None]) -> tuple[asyncio.Server, int, list[bytes]]:
+    """A server that reads a request head and writes the next answer, then closes; ``None``: never answers.
+
+    Returns the server, its port and the request heads it read.
+    """
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for answer in answers:
+                heads.append(await reader.readuntil(b"\r\n\r\n"))
+                if answer is None:
+                    await asyncio.Event().wait()
+                writer.write(answer)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], heads
+
+
+def test_keep_alive_answers_reuse_the_connection_and_any_status_is_returned() -> None:
+    async def main() -> tuple[list[PollAnswer], list[bytes]]:
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        refused = b"HTTP/1.1 400 BAD REQUEST\r\nContent-Length: 3\r\n\r\nbad"
+        server, port, heads = await serve_once([ok, refused])
+        poller = BarePoller()
+        try:
+            url = f"http://127.0.0.1:{port}/channels/c/poll?after=1&timeout=0"
+            return [await poller.get(url, 5 * UNIT), await poller.get(url, 5 * UNIT)], heads
+        finally:
+            await poller.aclose()
+            server.close()
+
+    answers, heads = asyncio.run(main())
+    assert answers == [PollAnswer(200, b"{}", True), PollAnswer(400, b"bad", False)]
+    assert heads[0].startswith(b"GET /channels/c/poll?after=1&timeout=0 HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_a_closed_connection_is_a_connection_error_and_the_next_get_reconnects() -> None:
+    async def main() -> tuple[type[BaseException], PollAnswer]:
+        server, port, _ = await serve_once([b"HTTP/1.1 200 OK\r\nContent-Le"])  # cut in the middle
+        poller = BarePoller()
+        url = f"http://127.0.0.1:{port}/p"
+        try:
+            with pytest.raises(ConnectionError) as caught:
+                await poller.get(url, 5 * UNIT)
+            server.close()
+            server, port, _ = await serve_once([b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx"])
+            return caught.type, await poller.get(f"http://127.0.0.1:{port}/p", 5 * UNIT)
+        finally:
+            await poller.aclose()
+            server.close()
+
+    raised, answer = asyncio.run(main())
+    assert raised is ConnectionResetError
+    assert answer == PollAnswer(200, b"x", True)
+
+
+def test_a_late_answer_is_a_timeout_error() -> None:
+    async def main() -> None:
+        server, port, _ = await serve_once([None])
+        poller = BarePoller()
+        try:
+            await poller.get(f"http://127.0.0.1:{port}/p", 0.05)
+        finally:
+            await poller.aclose()
+            server.close()
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
