@@ -6,10 +6,10 @@ PY      = $(BIN)/python
 PROFILE ?= quick
 RUN    ?= results/latest
 
-.PHONY: help install install-run lint types test serve bench report notebook demo clean
+.PHONY: help install install-run system-packages lint types test serve bench report notebook demo clean
 
 help: ## this menu
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 # Two stamps: running the lab needs only its runtime dependencies (quick to
 # install on a fresh machine); tests, linters and the notebook need the dev extra.
@@ -33,7 +33,10 @@ lint: install ## ruff: style and common bugs
 types: install ## mypy --strict on server, clients, bench
 	$(BIN)/mypy
 
-test: install ## the test suite (what CI runs)
+system-packages: ## install the system programs the tests use (redis-server, chromium, tcpdump, nginx, nchan), or say how
+	bash .ci/system-packages
+
+test: install system-packages ## the test suite (what CI runs); installs what it needs first
 	$(PY) -m pytest
 
 serve: install-run ## the server on http://127.0.0.1:8000 (RUNTIME=werkzeug|gthread|gevent)
