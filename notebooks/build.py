@@ -678,17 +678,20 @@ notebook (`make notebook`) to read your own.""",
 
 def build() -> nbformat.NotebookNode:
     """The notebook, without outputs."""
-    nb = new_notebook()
+    nb: nbformat.NotebookNode = new_notebook()  # type: ignore[no-untyped-call]  # nbformat has no annotations
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
+    nb.cells = [
+        new_markdown_cell(src) if kind == "md" else new_code_cell(src)  # type: ignore[no-untyped-call]
+        for kind, src in CELLS
+    ]
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:02d}"
     return nb
 
 
 def main() -> None:
-    nbformat.write(build(), NOTEBOOK)
+    nbformat.write(build(), NOTEBOOK)  # type: ignore[no-untyped-call]
     print(f"wrote {NOTEBOOK}")
 
 

@@ -21,7 +21,7 @@ __all__ = ["execute"]
 
 def execute(notebook: Path = NOTEBOOK, run: Path | None = None, output: Path | None = None, timeout: int = 300) -> Path:
     """Run every cell top to bottom; raise on the first failing cell."""
-    nb = nbformat.read(notebook, as_version=4)
+    nb = nbformat.read(notebook, as_version=4)  # type: ignore[no-untyped-call]  # nbformat has no annotations
     env_before = os.environ.get("LAB_RUN")
     if run is not None:
         os.environ["LAB_RUN"] = str(run.resolve())
@@ -37,7 +37,7 @@ def execute(notebook: Path = NOTEBOOK, run: Path | None = None, output: Path | N
             else:
                 os.environ["LAB_RUN"] = env_before
     target = output or notebook
-    nbformat.write(nb, target)
+    nbformat.write(nb, target)  # type: ignore[no-untyped-call]
     return target
 
 
