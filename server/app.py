@@ -13,20 +13,18 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from flask import Flask, Response, jsonify, request
-from flask_sock import Sock
-from simple_websocket import Server
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
 from .bus import Bus, BusUnavailable, InvalidPayload, make_bus, parse_payload, valid_channel
 from .capacity import CLOSE_TRY_AGAIN_LATER, Gate
 from .config import Config
-from .errors import ApiError
+from .errors import ApiError, read_body
 from .longpoll import handle_poll, parse_cursor
 from .security import CLOSE_FORBIDDEN, MAY_PUBLISH, PublishForbidden, ReadOnlyBus
 from .security import install as install_security
 from .stats import Stats
-from .websocket import WebSocketSession
+from .websocket import LabWebSocket, WebSocketSession, check_handshake, websocket_route
 
 __all__ = ["Lab", "create_app", "lab_of"]
 
@@ -70,7 +68,6 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         "ping_interval": config.ws_ping_interval,
         "max_message_size": config.ws_max_message,
     }
-    sock = Sock(app)
     install_security(app, config)  # first hook: a refused request reaches nothing else
 
     @app.errorhandler(ApiError)
@@ -100,6 +97,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
             return
         _channel(request.view_args["channel"])
         parse_cursor(request.args.get("after"))
+        check_handshake(request.environ)
         if not config.ws_compression:
             # simple-websocket accepts permessage-deflate whenever it is
             # offered; hiding the offer is the only way to keep it off.
@@ -109,9 +107,9 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     def publish(channel: str) -> tuple[Response, int]:
         _channel(channel)
         try:
-            data = parse_payload(request.get_data(cache=False))
+            data = parse_payload(read_body(request.environ, config.max_body))
         except InvalidPayload as exc:
-            raise ApiError(400, "bad_json", str(exc)) from None
+            raise ApiError(400, exc.error, str(exc)) from None
         event = lab.bus.publish(channel, data)
         lab.stats.published(via_http=True)
         return jsonify(channel=channel, seq=event.seq, ts=event.ts), 201
@@ -121,8 +119,8 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         with lab.gate.hold("longpoll"):
             return handle_poll(lab.bus, lab.stats, config, _channel(channel))
 
-    @sock.route("/channels/<channel>/ws", endpoint=WS_ENDPOINT)  # type: ignore[untyped-decorator]
-    def websocket(ws: Server, channel: str) -> None:
+    @websocket_route(app, "/channels/<channel>/ws", endpoint=WS_ENDPOINT)
+    def websocket(ws: LabWebSocket, channel: str) -> None:
         if not lab.gate.try_acquire("websocket"):
             ws.close(CLOSE_TRY_AGAIN_LATER, "at capacity: try again later")
             return
@@ -133,7 +131,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
         finally:
             lab.gate.release("websocket")
 
-    def _websocket(ws: Server, channel: str) -> None:
+    def _websocket(ws: LabWebSocket, channel: str) -> None:
         bus = lab.bus if request.environ.get(MAY_PUBLISH, True) else cast(Bus, ReadOnlyBus(lab.bus))
         offered = request.environ.get("HTTP_SEC_WEBSOCKET_EXTENSIONS", "")
         WebSocketSession(
@@ -153,6 +151,9 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz() -> Response:
+        check = getattr(lab.bus, "check", None)
+        if check is not None:
+            check()  # the Redis bus pings Redis: down, it is 503 bus_unavailable, and a load balancer moves on
         return jsonify(status="ok", bus=lab.bus.name, runtime=config.runtime, pid=os.getpid())
 
     @app.get("/stats")

@@ -9,7 +9,9 @@ notices, the batch cap) are implemented here and nowhere else.
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -17,6 +19,8 @@ from typing import Any
 
 __all__ = [
     "CHANNEL_RE",
+    "MAX_DEPTH",
+    "MAX_NUMBER",
     "Batch",
     "ChannelLog",
     "Event",
@@ -26,6 +30,8 @@ __all__ = [
     "Window",
     "encode_event",
     "event_parts",
+    "loads_message",
+    "nesting_depth",
     "parse_payload",
     "valid_channel",
 ]
@@ -39,19 +45,103 @@ def valid_channel(name: str) -> bool:
     return CHANNEL_RE.fullmatch(name) is not None
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a payload may have (``[[1]]`` is 2 deep).
+
+Python's parser recurses once per level and fails past about 1,000 with a
+``RecursionError``; a documented limit well below that keeps the answer a
+``400``, and the payload readable by any client's parser.
+"""
+
+MAX_NUMBER = 4300
+"""Longest JSON number literal a payload may hold, in characters (sign, digits, point, exponent).
+
+Python refuses to convert integers of more than 4,300 digits
+(``sys.int_max_str_digits``), and so would any Python subscriber.
+"""
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+"""A JSON string in valid JSON text (what the depth scan skips)."""
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 class InvalidPayload(ValueError):
-    """A publish body that is not a single JSON value."""
+    """A publish body that is not a single JSON value, or one beyond the limits.
+
+    :attr:`error` names which (docs/protocol.md, "Errors"): ``bad_json``,
+    ``too_deep`` (more than :data:`MAX_DEPTH` levels of nesting) or
+    ``number_too_long`` (a number literal of more than :data:`MAX_NUMBER`
+    characters).
+    """
+
+    def __init__(self, message: str, error: str = "bad_json") -> None:
+        super().__init__(message)
+        self.error = error
 
 
 def _reject_constant(name: str) -> Any:
     raise InvalidPayload(f"{name} is not JSON")
 
 
+def _number_too_long(literal: str) -> InvalidPayload:
+    return InvalidPayload(f"a number of {len(literal)} characters: at most {MAX_NUMBER} are allowed", "number_too_long")
+
+
+def _check_number(literal: str) -> int:
+    """``parse_int``/``parse_float`` of a validation-only parse: checks the length, builds nothing."""
+    if len(literal) > MAX_NUMBER:
+        raise _number_too_long(literal)
+    return 0
+
+
+def _int(literal: str) -> int:
+    if len(literal) > MAX_NUMBER:
+        raise _number_too_long(literal)
+    return int(literal)
+
+
+def _float(literal: str) -> float:
+    if len(literal) > MAX_NUMBER:
+        raise _number_too_long(literal)
+    return float(literal)
+
+
+def nesting_depth(text: bytes) -> int:
+    """How deep arrays and objects nest in JSON ``text`` (0 for a scalar).
+
+    Exact for valid JSON (brackets inside strings do not count); C-speed
+    scans only, no Python loop per character.
+    """
+    if text.count(b"[") + text.count(b"{") <= 1:
+        return text.count(b"[") + text.count(b"{")
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
+    if not brackets:
+        return 0
+    # Openers become 2, closers 0: the depth after n brackets is (their sum) - n.
+    levels = brackets.translate(_LEVELS)
+    depth: int = max(map(operator.sub, itertools.accumulate(levels), itertools.count(1)))
+    return depth
+
+
+_LEVELS = bytes(2 if b in b"[{" else 0 for b in range(256))
+
+
+def _check_depth(text: bytes, envelope: int = 0) -> None:
+    """Refuse a payload nested deeper than :data:`MAX_DEPTH`, inside ``envelope`` levels of message."""
+    limit = MAX_DEPTH + envelope
+    # Only a text with more brackets than the limit can be too deep: count first.
+    if text.count(b"[") + text.count(b"{") > limit and (depth := nesting_depth(text)) > limit:
+        raise InvalidPayload(
+            f"a payload nested {depth - envelope} levels deep: at most {MAX_DEPTH} are allowed", "too_deep"
+        )
+
+
 def parse_payload(body: bytes) -> bytes:
     """Validate a publish body and return the JSON text to store, stripped.
 
     The payload is kept as the publisher wrote it ("untouched"): it is parsed
-    only to prove it is one JSON value, then its own bytes are reused, so no
+    only to prove it is one JSON value within the limits (:data:`MAX_DEPTH`,
+    :data:`MAX_NUMBER`), then its own bytes are reused, so no
     re-serialization cost and no change of number formatting.
     """
     try:
@@ -61,11 +151,31 @@ def parse_payload(body: bytes) -> bytes:
     text = text.strip()
     if not text:
         raise InvalidPayload("body is empty: send one JSON value")
+    stored = text.encode("utf-8")
+    _check_depth(stored)
     try:
-        json.loads(text, parse_constant=_reject_constant)
+        json.loads(text, parse_constant=_reject_constant, parse_int=_check_number, parse_float=_check_number)
     except json.JSONDecodeError as exc:
         raise InvalidPayload(f"body is not JSON: {exc.msg} at char {exc.pos}") from None
-    return text.encode("utf-8")
+    except RecursionError:  # pragma: no cover - _check_depth comes first
+        raise InvalidPayload(f"nested too deep: at most {MAX_DEPTH} levels are allowed", "too_deep") from None
+    return stored
+
+
+def loads_message(text: str) -> Any:
+    """Parse a client's WebSocket message (a JSON object that may carry a payload one level down).
+
+    The payload limits apply to it: :data:`MAX_NUMBER`, and
+    :data:`MAX_DEPTH` plus the message's own level. Raises
+    :class:`InvalidPayload` naming the error.
+    """
+    _check_depth(text.encode("utf-8", "surrogatepass"), envelope=1)
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_int, parse_float=_float)
+    except json.JSONDecodeError as exc:
+        raise InvalidPayload(f"{exc.msg} at char {exc.pos}") from None
+    except RecursionError:  # pragma: no cover - _check_depth comes first
+        raise InvalidPayload(f"nested too deep: at most {MAX_DEPTH} levels are allowed", "too_deep") from None
 
 
 def encode_event(channel: str, seq: int, ts: int, data: bytes) -> bytes:

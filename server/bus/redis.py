@@ -180,6 +180,13 @@ class RedisBus(Bus):
     def _unavailable(self, exc: Exception) -> RedisUnavailable:
         return RedisUnavailable(f"Redis bus: cannot reach {self._where}: {exc}")
 
+    def check(self) -> None:
+        """Health check (``/healthz``): one ``PING``; :class:`RedisUnavailable` if Redis does not answer."""
+        try:
+            self._client.ping()
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from exc
+
     def _keys(self, channel: str) -> tuple[str, str]:
         return f"{self.prefix}seq:{channel}", f"{self.prefix}log:{channel}"
 

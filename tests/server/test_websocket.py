@@ -23,7 +23,7 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
-from server.websocket import text_frame
+from server.websocket import frame_header
 from tests.support import UNIT, ServerProcess, WsClient, receive_json, run_server, ws_connect
 
 MAX_MESSAGE = 1000
@@ -92,10 +92,10 @@ def publish(http: httpx.Client, channel: str, n: int, start: int = 0) -> None:
         assert http.post(f"/channels/{channel}/events", content=json.dumps({"i": i})).status_code == 201
 
 
-def test_text_frame_is_an_unmasked_server_text_frame() -> None:
+def test_frame_header_makes_an_unmasked_server_text_frame() -> None:
     payload = b'{"channel":"c","seq":1,"ts":2,"data":"\xc3\xa9"}'
     reader = FrameProtocol(client=True, extensions=[])
-    reader.receive_bytes(text_frame(payload))
+    reader.receive_bytes(frame_header(len(payload)) + payload)
     frames = list(reader.received_frames())
     assert len(frames) == 1
     assert frames[0].payload == payload.decode()
@@ -251,6 +251,9 @@ BAD_MESSAGES: list[tuple[str, str | bytes, int, str]] = [
     ("long-channel", json.dumps({"type": "publish", "data": 1, "channel": "c" * 65}), 4400, "bad_channel"),
     ("empty-channel", '{"type": "publish", "data": 1, "channel": ""}', 4400, "bad_channel"),
     ("number-channel", '{"type": "publish", "data": 1, "channel": 5}', 4400, "bad_channel"),
+    ("too-deep", '{"type": "publish", "data": ' + "[" * 129 + "]" * 129 + "}", 1008, "too_deep"),
+    ("too-deep-ping", '{"type": "ping", "id": ' + "[" * 129 + "]" * 129 + "}", 1008, "too_deep"),
+    ("inf-data", '{"type": "publish", "data": 1e999}', 4400, "bad_json"),
     ("binary", b"\x00\x01", 1003, "binary frames are not supported"),
     ("oversized", json.dumps({"type": "publish", "data": "x" * MAX_MESSAGE}), 1009, "Message is too big"),
     ("oversized-binary", b"x" * (MAX_MESSAGE + 1), 1009, "Message is too big"),
@@ -282,3 +285,66 @@ def test_a_bad_message_closes_only_its_connection(
         healthy.close()
     answer = http.get(f"/channels/{channel}/poll", params={"after": 0, "timeout": 0}).json()
     assert [e["seq"] for e in answer["events"]] == [1]
+
+
+def test_the_deepest_and_longest_payloads_allowed_are_published() -> None:
+    with run_server("werkzeug") as srv:
+        ws = ws_connect(f"{srv.ws_url}/channels/ws-limits/ws")
+        try:
+            deep = json.loads("[" * 128 + "]" * 128)
+            ws.send(json.dumps({"type": "publish", "id": 1, "data": deep}))
+            ws.send(json.dumps({"type": "publish", "id": 2, "data": int("9" * 4300)}))
+            got = receive_json(ws, 4)
+        finally:
+            ws.close()
+    acks = sorted(m["id"] for m in got if m.get("type") == "ack")
+    events = [m["data"] for m in got if "type" not in m]
+    assert acks == [1, 2]
+    assert events == [deep, int("9" * 4300)]
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "reason"),
+    [
+        ('{"type": "publish", "data": ' + "1" * 5000 + "}", 1008, "number_too_long"),
+        ('{"type": "publish", "data": ' + "[" * 100_000 + "]" * 100_000 + "}", 1008, "too_deep"),
+        ('{"type": "publish", "data": ' + "-" + "1" * 4300 + ".5e10}", 1008, "number_too_long"),
+    ],
+    ids=["5000-digits", "100000-deep", "long-float"],
+)
+def test_payloads_beyond_the_json_limits_close_1008_not_an_http_500(message: str, code: int, reason: str) -> None:
+    """Before: the 100,000-deep array wrote ``HTTP/1.1 500 INTERNAL SERVER ERROR`` into the open WebSocket."""
+    with run_server("werkzeug") as srv:
+        rude = ws_connect(f"{srv.ws_url}/channels/ws-limits/ws")
+        rude.send(message)
+        got_code, got_reason, before = close_of(rude)
+        assert (got_code, before) == (code, [])
+        assert got_reason.startswith(reason + ": ")
+        answer = httpx.get(f"{srv.url}/channels/ws-limits/poll", params={"timeout": 0}, timeout=10 * UNIT).json()
+        assert answer["events"] == []
+
+
+@pytest.mark.parametrize(
+    ("drop", "replace", "status", "error"),
+    [
+        (None, ("Sec-WebSocket-Version", "8"), 426, "unsupported_version"),
+        ("Sec-WebSocket-Version", None, 426, "unsupported_version"),
+        ("Sec-WebSocket-Key", None, 400, "bad_handshake"),
+        (None, ("Sec-WebSocket-Key", "c2hvcnQ="), 400, "bad_handshake"),
+        (None, ("Sec-WebSocket-Key", "not base64!"), 400, "bad_handshake"),
+    ],
+    ids=["version-8", "no-version", "no-key", "short-key", "bad-key"],
+)
+def test_an_upgrade_wsproto_would_refuse_gets_a_json_4xx_not_a_500(
+    server: ServerProcess, drop: str | None, replace: tuple[str, str] | None, status: int, error: str
+) -> None:
+    headers = upgrade_headers()
+    if drop:
+        del headers[drop]
+    if replace:
+        headers[replace[0]] = replace[1]
+    resp = httpx.get(f"{server.url}/channels/ws-hs/ws", headers=headers, timeout=10 * UNIT)
+    assert (resp.status_code, resp.json()["error"]) == (status, error)
+    assert "upgrade" not in resp.headers.get("connection", "").lower()
+    if status == 426:
+        assert resp.headers["sec-websocket-version"] == "13"
