@@ -232,10 +232,18 @@ if SPECTRUM:
         p99 = group.median(lambda r: ms(r.end_to_end.p99_us))
         valid = f"{len(group.valid)}/{len(group.results)} valid"
         parts.append(f"**{group.series}** {n(p50)} ms at p50 and {n(p99)} ms at p99 ({valid})")
-    show(
+    text = (
         f"In `{sc.name}` ({sc.subscribers} subscriber(s), {sc.rate:g} events/s in all, {sc.payload_bytes}-byte "
         f"payload, runtime {sc.runtime}, loopback), medians of the valid repetitions: " + "; ".join(parts) + "."
     )
+    p99 = {g.series: g.median(lambda r: ms(r.end_to_end.p99_us)) for g in SPECTRUM}
+    if p99.get("longpoll") and p99.get("websocket"):
+        (lo, shorter), (hi, longer) = sorted(((p99["longpoll"], "long polling"), (p99["websocket"], "WebSocket")))
+        text += (
+            f" The shorter tail here is {shorter}'s: {longer}'s p99 is {n(hi / lo, 2)} times as long. On loopback that is "
+            "software cost (server, clients, scheduling on a shared machine), not the network's."
+        )
+    show(text)
 else:
     show("_This run has no loopback scenario measuring both long polling and WebSocket: no spectrum to compare._")""",
     ),
@@ -664,7 +672,7 @@ for r in RUN.results:
 | if... | choose | because (see the measurements above) |
 |---|---|---|
 | events are rare (a payment confirmation, a job finished) and must pass any proxy | **long polling** | one held request per page; latency near one transit when the client is waiting; plain HTTP |
-| events are frequent or bursty, or latency tails matter | **WebSocket** | one transit always; no header bytes per event; CPU per event: section 4 |
+| events are frequent or bursty, or latency across a real network matters | **WebSocket** | one transit always, where long polling's worst case is three (section 2); no header bytes per event; CPU per event: section 4 |
 | the client also sends often (chat, collaborative editing, games) | **WebSocket** | bidirectional on one connection |
 | thousands of mostly idle clients on a threaded server | **either, on gevent** | a held poll or an open socket each costs a greenlet; with threads both run out |
 | you cannot rely on Upgrade passing (some corporate proxies) | **long polling as a fallback** | same events, same cursors: switching transports loses nothing |
