@@ -19,6 +19,8 @@ requests in flight to finish writing (at most ``graceful_timeout``), then stops.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -86,6 +88,16 @@ def prepare(config: Config, options: ServeOptions, fd_limit: int) -> Config:
     return config.with_overrides(**changes)
 
 
+def announce(runtime: str, host: str, port: int) -> None:
+    """The ready line: one JSON object on stdout once the server listens (the only thing it writes there).
+
+    ``python -m server --port 0`` lets the kernel pick a free port; whoever started it reads the port here
+    instead of picking one, releasing it and hoping nobody takes it first. Logs go to stderr.
+    """
+    url = f"http://{host}:{port}"
+    print(json.dumps({"listening": url, "port": port, "runtime": runtime, "pid": os.getpid()}), flush=True)
+
+
 def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
     from werkzeug.serving import make_server
 
@@ -106,7 +118,7 @@ def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
-    print(f" * Running on http://{options.host}:{server.port}", flush=True)
+    announce(options.runtime, options.host, server.port)
     try:
         server.serve_forever()
     finally:
@@ -203,6 +215,11 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
             # refusing to accept is cleaner), gevent's would log each failure.
             "worker_connections": max(1, min(o.connections, raise_fd_limit() - FD_RESERVE)),
             "graceful_timeout": o.graceful_timeout,
+            # A flood of connections arrives faster than one worker accepts:
+            # gunicorn's 2,048 pending connections overflowed, and a dropped
+            # SYN is retried after 1 s, 3 s, ... (/healthz too). The kernel caps
+            # it at net.core.somaxconn.
+            "backlog": 4096,
             # Long polls re-poll at once; keep their connections open.
             "keepalive": 75,
             "timeout": 60,
@@ -210,6 +227,8 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
             # lab servers at once (tests, benchmarks) would fight over it.
             "control_socket_disable": True,
             "post_worker_init": lambda worker: _close_bus_on_signals(worker.wsgi, o.runtime),
+            # With --port 0 the kernel picks the port: say which, once the arbiter listens.
+            "when_ready": lambda arbiter: announce(o.runtime, o.host, arbiter.LISTENERS[0].sock.getsockname()[1]),
         }
         for key, value in settings.items():
             self.cfg.set(key, value)

@@ -109,17 +109,22 @@ def run_server(
     log_dir: Path | None = None,
 ) -> Iterator[ServerProcess]:
     """Start the server, wait for ``/healthz``, yield it, stop it in ``finally``."""
-    port = free_port()
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
-    log = log_dir / f"lab-server-{runtime}-{port}.log"
+    log = log_dir / f"lab-server-{runtime}-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         child = Child(
-            ["-m", "server", "--runtime", runtime, "--port", str(port), *args],
+            ["-m", "server", "--runtime", runtime, "--port", "0", *args],
             log=out,
-            lines=False,
             env={**os.environ, **(env or {})},
             name=f"the {runtime} server",
         )
+    try:
+        port = int(child.expect("port", 20 * UNIT)["port"])  # the ready line: it listens on a port it chose
+    except ChildError as exc:
+        child.stop()
+        raise RuntimeError(
+            f"server {runtime} did not start ({exc}):\n{log.read_text(errors='replace')[-3000:]}"
+        ) from None
     server = ServerProcess(child, port, runtime, log)
     try:
         try:

@@ -8,8 +8,9 @@ Each check is evaluated on EVERY valid repetition: ``pass`` when all pass,
 saturated, publisher behind) are never used as the server's latency or cost; a
 target with only invalid repetitions says so, one with none says "not measured
 in this run". Loss is judged over every repetition, valid or not: saturated
-clients make latency the clients', but a lost event is lost. The floor column is the loopback floor's value of the same metric,
-from the floor results of the same parameters in the same run.
+clients make latency the clients', but a lost event is lost. The floor column
+is the loopback floor's value of the same metric, from the floor results of the
+same parameters in the same run.
 """
 
 from __future__ import annotations

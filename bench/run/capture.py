@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.link.relay import Relay
-from bench.process import Child, free_port, wait_http_ok
+from bench.process import Child, wait_http_ok
 from clients import AsyncPublisher, LongPollSubscriber, WebSocketSubscriber
 
 __all__ = ["PAYLOAD", "capture_exchange", "split_frame", "split_http", "write_capture"]
@@ -98,8 +98,8 @@ async def capture_exchange(port: int) -> dict[str, Any]:
 
 def write_capture(run_dir: Path, runtime: str = "gevent", timeout: float = 30.0) -> Path:
     """Start a server, capture both exchanges into ``run_dir/capture.json``, stop the server."""
-    port = free_port()
-    with Child(["-m", "server", "--runtime", runtime, "--port", str(port)], lines=False, name="the server") as server:
+    with Child(["-m", "server", "--runtime", runtime, "--port", "0"], name="the server") as server:
+        port = int(server.expect("port", timeout)["port"])
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout, alive=lambda: not server.exited())
         capture = asyncio.run(capture_exchange(port))
         capture["server"] = {"runtime": runtime}

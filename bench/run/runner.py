@@ -40,7 +40,7 @@ from bench.contract.names import result_file_name, run_dir_name
 from bench.contract.scenarios import Profile, Scenario
 from bench.contract.schema import validate_meta, validate_result
 from bench.link import RelayProcess, measure_overhead
-from bench.process import Child, ChildError, free_port, wait_http_ok
+from bench.process import Child, ChildError, wait_http_ok
 
 from .capture import write_capture
 from .meta import run_meta
@@ -146,12 +146,16 @@ def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
 
 
 def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
-    """Start the server under test; :meth:`ServerHandle.wait_ready` waits until it answers."""
+    """Start the server under test on a port it picks and announces; :meth:`ServerHandle.wait_ready` waits."""
     if transport == "floor":
         floor = FloorProcess()  # returns once it listens
         return ServerHandle(floor.port, floor, http=False)
-    port = free_port()  # python -m server has no ready line to announce a port of its own choosing
-    child = Child(server_args(scenario, port, history), log=log, lines=False, name="the server")
+    child = Child(server_args(scenario, 0, history), log=log, name="the server")
+    try:
+        port = int(child.expect("port", READY_TIMEOUT_S)["port"])
+    except ChildError as exc:
+        child.stop()
+        raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
     return ServerHandle(port, child, http=True)
 
 
