@@ -1,13 +1,26 @@
-"""Tests of bench/scenarios.py: the shipped file loads, sweeps expand, bad files name the field."""
+"""bench.contract.scenarios: the shipped file loads, sweeps expand, bad files name the field; the Link; records."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from bench.contract.scenarios import DEFAULT_FILE, ScenarioError, load_file, load_profile
+from bench.contract.scenarios import (
+    DEFAULT_FILE,
+    Link,
+    LinkError,
+    Scenario,
+    ScenarioError,
+    load_file,
+    load_profile,
+    record_schema,
+)
 
 BASE = """
 [defaults]
@@ -255,3 +268,77 @@ def test_bad_default_names_the_defaults_table(tmp_path: Path) -> None:
 def test_unknown_profile(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"profiles\.nope: no such profile"):
         load_profile("nope")
+
+
+# --- Link ---------------------------------------------------------------------------------------------
+
+
+def test_link_from_dict_reads_the_scenario_table() -> None:
+    link = Link.from_dict({"one_way_ms": 50, "jitter_ms": 2.5, "bandwidth_kbps": 1000})
+    assert link == Link(one_way_ms=50, jitter_ms=2.5, bandwidth_kbps=1000, seed=0)
+    assert Link.from_dict(link.as_dict()) == link
+    assert Link.from_dict({}) == Link()
+    assert Link().is_loopback and not link.is_loopback
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"one_way_ms": -1}, "one_way_ms"),
+        ({"one_way_ms": math.nan}, "one_way_ms"),
+        ({"one_way_ms": "50"}, "one_way_ms"),
+        ({"jitter_ms": -0.5}, "jitter_ms"),
+        ({"jitter_ms": True}, "jitter_ms"),
+        ({"bandwidth_kbps": 1.5}, "bandwidth_kbps"),
+        ({"bandwidth_kbps": -1}, "bandwidth_kbps"),
+        ({"bandwidth_kbps": False}, "bandwidth_kbps"),
+        ({"seed": "x"}, "seed"),
+        ({"delay_ms": 5}, "delay_ms"),
+    ],
+)
+def test_link_refuses_bad_fields_naming_them(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(LinkError, match=field):
+        Link.from_dict(data)
+
+
+def test_link_refuses_a_non_table() -> None:
+    with pytest.raises(LinkError, match="table"):
+        Link.from_dict([("one_way_ms", 5)])  # type: ignore[arg-type]
+
+
+# --- one run's record ---------------------------------------------------------------------------------
+
+
+def test_a_records_block_holds_every_field_and_reads_back_as_the_same_scenario() -> None:
+    for profile in load_file().values():
+        for scenario in profile.scenarios:
+            for transport in scenario.transports:
+                block = scenario.block(transport)
+                assert "throttle" in block and "link" in block  # nothing dropped
+                back = Scenario.from_block(block)
+                assert back == dataclasses.replace(scenario.for_transport(transport), description="")
+                jsonschema.validate(block, record_schema())
+
+
+def test_an_older_record_without_the_newer_fields_still_reads() -> None:
+    scenario = load_profile("smoke").scenarios[0]
+    block = scenario.block("longpoll")
+    for key in ("poll_timeout_s", "ws_ping_s", "idle", "repetitions", "throttle"):
+        del block[key]
+    del block["link"]["seed"]
+    jsonschema.validate(block, record_schema())
+    back = Scenario.from_block(block)
+    assert (back.poll_timeout_s, back.ws_ping_s, back.idle, back.repetitions, back.throttle) == (
+        25.0,
+        None,
+        False,
+        1,
+        0,
+    )
+    assert back.link.seed == 0
+
+
+def test_polling_interval_is_recorded_only_for_polling() -> None:
+    scenario = next(s for s in load_profile("smoke").scenarios if "polling" in s.transports)
+    assert scenario.block("polling")["poll_interval_s"] == scenario.poll_interval_s
+    assert scenario.block("longpoll")["poll_interval_s"] is None

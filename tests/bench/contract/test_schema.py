@@ -1,4 +1,4 @@
-"""bench.schema: valid raw files pass; each broken one is refused with the field named."""
+"""bench.contract.schema: valid raw files pass; each broken one is refused with the field named."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import pytest
 
 from bench.contract.schema import SchemaError, validate_meta, validate_result
-from bench.report.load import load_run
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
 
 
@@ -36,22 +35,6 @@ def test_every_fixture_file_is_valid(run_dir, meta):
     validate_meta(meta)
     for name in meta["files"]:
         validate_result(json.loads((run_dir / name).read_text()))
-
-
-def test_load_run_gives_typed_results(run_dir):
-    run = load_run(run_dir)
-    assert len(run.results) == 3 * 2 + 2 + 1
-    assert run.meta.cores == 2 and run.meta.provenance.startswith("SYNTHETIC FIXTURE")
-    lossy = [r for r in run.results if r.lossy]
-    assert [(r.scenario.name, r.scenario.transport, r.repetition) for r in lossy] == [("rate-10", "websocket", 2)]
-    assert lossy[0].counters.missing == 3
-    invalid = [r for r in run.results if not r.valid]
-    assert [(r.scenario.transport, r.repetition, r.flags) for r in invalid] == [("longpoll", 1, ("clients_saturated",))]
-    idle = [r for r in run.results if r.scenario.idle]
-    assert len(idle) == 2 and all(r.end_to_end.count == 0 for r in idle)
-    polling = [r for r in run.results if r.scenario.transport == "polling"]
-    assert polling[0].scenario.series == "polling 1 s" and polling[0].scenario.link.one_way_ms == 50
-    assert polling[0].end_to_end.histogram().get_total_count() == polling[0].end_to_end.count
 
 
 def _set(obj, path, value):
@@ -147,32 +130,12 @@ def test_broken_meta_is_refused_naming_the_field(meta, path, value, field):
     assert info.value.path == field, str(info.value)
 
 
-def test_load_run_names_the_bad_file(tmp_path):
-    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
-    bad = run_dir / "rate-1--websocket--r1.json"
-    obj = json.loads(bad.read_text())
-    obj["counters"]["duplicate"] = -1
-    bad.write_text(json.dumps(obj))
+def test_a_failed_repetition_is_valid_with_its_error_and_nothing_else(result):
+    failed = {k: result[k] for k in ("schema", "scenario", "repetition", "started_utc", "wall_s")}
+    validate_result({**failed, "status": "failed", "error": "RunError: the server did not start"})
     with pytest.raises(SchemaError) as info:
-        load_run(run_dir)
-    assert info.value.file == "rate-1--websocket--r1.json"
-    assert "rate-1--websocket--r1.json: counters.duplicate" in str(info.value)
-
-
-def test_load_run_refuses_unlisted_and_misnamed_files(tmp_path):
-    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
-    src = run_dir / "rate-1--websocket--r1.json"
-    (run_dir / "rate-1--websocket--r9.json").write_text(src.read_text())
-    with pytest.raises(SchemaError, match=r"rate-1--websocket--r9.json: files: .*not listed"):
-        load_run(run_dir)
-    (run_dir / "rate-1--websocket--r9.json").unlink()
-    (run_dir / "rate-1--longpoll--r1.json").write_text(src.read_text())  # websocket content, longpoll name
-    with pytest.raises(SchemaError, match=r"rate-1--longpoll--r1.json: scenario: file name does not match"):
-        load_run(run_dir)
-
-
-def test_load_run_refuses_unreadable_json(tmp_path):
-    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=1)])
-    (run_dir / "meta.json").write_text("{not json")
-    with pytest.raises(SchemaError, match=r"meta\.json"):
-        load_run(run_dir)
+        validate_result({**failed, "status": "failed"})
+    assert info.value.path == "error"
+    with pytest.raises(SchemaError) as info:
+        validate_result({**failed, "status": "failed", "error": "x", "counters": result["counters"]})
+    assert info.value.path == "counters"

@@ -1,216 +1,27 @@
-"""Tests of bench.relay: the link model, the byte meter, the asyncio relay, the process handle.
+"""bench.link.relay: the asyncio relay in process, and ``python -m bench.link.relay``'s command line.
 
 Timing assertions are one-sided lower bounds that follow from the model (a relay never delivers early) plus
-upper bounds many UNITs wide, so a slow machine cannot make them fail.
-"""
+upper bounds many UNITs wide, so a slow machine cannot make them fail."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import math
-import os
 import random
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
-import psutil
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from bench.contract.scenarios import Link, LinkError
-from bench.link import DirectionMeter, LinkSchedule, Relay, RelayProcess, measure_overhead
-from bench.link.model import HEAD_LIMIT
-from tests.support import ROOT, UNIT, free_port, run_server, wait_until
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, 60 * UNIT)
-
-    return asyncio.run(bounded())
-
-
-@contextlib.asynccontextmanager
-async def upstream(handler: Handler) -> AsyncIterator[tuple[str, int]]:
-    """An asyncio TCP server on a free port running ``handler`` per connection; its handler tasks are awaited."""
-    tasks: set[asyncio.Task[None]] = set()
-
-    def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def serve() -> None:
-            try:
-                await handler(reader, writer)
-            finally:
-                writer.close()
-
-        tasks.add(asyncio.get_running_loop().create_task(serve()))
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    try:
-        yield ("127.0.0.1", int(server.sockets[0].getsockname()[1]))
-    finally:
-        server.close()
-        await server.wait_closed()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.write_eof()
-
-
-async def read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
-    return await asyncio.wait_for(reader.readexactly(n), 20 * UNIT)
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-# --- Link -------------------------------------------------------------------------------------------------
-
-
-def test_link_from_dict_reads_the_scenario_table() -> None:
-    link = Link.from_dict({"one_way_ms": 50, "jitter_ms": 2.5, "bandwidth_kbps": 1000})
-    assert link == Link(one_way_ms=50, jitter_ms=2.5, bandwidth_kbps=1000, seed=0)
-    assert Link.from_dict(link.as_dict()) == link
-    assert Link.from_dict({}) == Link()
-    assert Link().is_loopback and not link.is_loopback
-
-
-@pytest.mark.parametrize(
-    ("data", "field"),
-    [
-        ({"one_way_ms": -1}, "one_way_ms"),
-        ({"one_way_ms": math.nan}, "one_way_ms"),
-        ({"one_way_ms": "50"}, "one_way_ms"),
-        ({"jitter_ms": -0.5}, "jitter_ms"),
-        ({"jitter_ms": True}, "jitter_ms"),
-        ({"bandwidth_kbps": 1.5}, "bandwidth_kbps"),
-        ({"bandwidth_kbps": -1}, "bandwidth_kbps"),
-        ({"bandwidth_kbps": False}, "bandwidth_kbps"),
-        ({"seed": "x"}, "seed"),
-        ({"delay_ms": 5}, "delay_ms"),
-    ],
-)
-def test_link_refuses_bad_fields_naming_them(data: dict[str, Any], field: str) -> None:
-    with pytest.raises(LinkError, match=field):
-        Link.from_dict(data)
-
-
-def test_link_refuses_a_non_table() -> None:
-    with pytest.raises(LinkError, match="table"):
-        Link.from_dict([("one_way_ms", 5)])  # type: ignore[arg-type]
-
-
-# --- LinkSchedule (sans-I/O) ------------------------------------------------------------------------------
-
-
-def test_schedule_adds_the_one_way_delay() -> None:
-    schedule = LinkSchedule(Link(one_way_ms=50))
-    assert schedule.release(10.0, 100) == pytest.approx(10.05)
-    assert schedule.release(10.5, 100) == pytest.approx(10.55)
-
-
-def test_schedule_serializes_at_the_bandwidth_then_propagates() -> None:
-    schedule = LinkSchedule(Link(one_way_ms=10, bandwidth_kbps=8))  # 8 kbit/s: 1000 bytes take one second
-    assert schedule.release(0.0, 1000) == pytest.approx(1.01)
-    assert schedule.release(0.0, 500) == pytest.approx(1.51)  # queued behind the first chunk
-    assert schedule.release(5.0, 1000) == pytest.approx(6.01)  # the link was idle again
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    one_way=st.floats(0, 200),
-    jitter=st.floats(0, 200),
-    kbps=st.integers(0, 100_000),
-    seed=st.integers(0, 2**32),
-    steps=st.lists(st.tuples(st.floats(0, 0.5), st.integers(1, 65536)), min_size=1, max_size=50),
-)
-def test_schedule_never_reorders_nor_releases_early(
-    one_way: float, jitter: float, kbps: int, seed: int, steps: list[tuple[float, int]]
-) -> None:
-    link = Link(one_way_ms=one_way, jitter_ms=jitter, bandwidth_kbps=kbps, seed=seed)
-    schedule = LinkSchedule(link)
-    arrival, previous, sent = 0.0, -math.inf, 0
-    floor = max(one_way - jitter, 0) / 1000
-    for gap, size in steps:
-        arrival += gap
-        sent += size
-        at = schedule.release(arrival, size)
-        assert at >= previous
-        assert at >= arrival + floor - 1e-9
-        if kbps:
-            assert at >= sent * 8 / (kbps * 1000) - 1e-9
-        previous = at
-    assert (
-        previous
-        <= arrival + sum(s for _, s in steps) * 8 / (kbps * 1000 or math.inf) + (one_way + jitter) / 1000 + 1e-9
-    )
-
-
-def test_schedule_jitter_is_reproducible_from_the_seed_and_varies() -> None:
-    def releases(seed: int) -> list[float]:
-        schedule = LinkSchedule(Link(one_way_ms=50, jitter_ms=20, seed=seed))
-        return [schedule.release(i * 1.0, 10) - i for i in range(100)]
-
-    assert releases(7) == releases(7)
-    assert releases(7) != releases(8)
-    delays = releases(7)
-    assert all(0.03 - 1e-9 <= d <= 0.07 + 1e-9 for d in delays)
-    assert len({round(d, 6) for d in delays}) > 50
-
-
-# --- DirectionMeter (sans-I/O) ----------------------------------------------------------------------------
-
-HEAD = b"GET /channels/a/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
-
-
-@settings(max_examples=300, deadline=None)
-@given(body=st.binary(max_size=2000), cuts=st.lists(st.integers(0, 3000), max_size=20))
-def test_meter_finds_the_first_header_block_however_it_is_split(body: bytes, cuts: list[int]) -> None:
-    stream = HEAD + body + b"\r\n\r\n"  # a later terminator must not move the end of the first block
-    meter = DirectionMeter()
-    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
-    for start, end in itertools.pairwise(bounds):
-        meter.observe(stream[start:end])
-    assert meter.nbytes == len(stream)
-    assert meter.chunks == len(bounds) - 1
-    assert meter.head == "complete"
-    assert meter.head_bytes == len(HEAD)
-
-
-def test_meter_counts_no_head_until_it_is_complete_and_none_for_non_http() -> None:
-    meter = DirectionMeter()
-    meter.observe(HEAD[:-1])
-    assert (meter.head, meter.head_bytes) == ("pending", 0)
-    meter.observe(HEAD[-1:])
-    assert (meter.head, meter.head_bytes) == ("complete", len(HEAD))
-
-    binary = DirectionMeter()
-    for _ in range(HEAD_LIMIT // 1000 + 1):
-        binary.observe(b"\x00" * 1000)
-    binary.observe(b"\r\n\r\n")
-    assert (binary.head, binary.head_bytes) == ("none", 0)
-
-
-# --- Relay (in process) -----------------------------------------------------------------------------------
+from bench.contract.scenarios import Link
+from bench.link import Relay
+from tests.bench.link.support import close, echo, read_exactly, run, upstream
+from tests.support import ROOT, UNIT, free_port
 
 
 def test_round_trip_takes_at_least_twice_the_one_way_delay() -> None:
@@ -489,76 +300,6 @@ def test_bandwidth_cap_takes_at_least_the_serialization_time() -> None:
     assert n * 8 / kbps / 1000 <= seconds < n * 8 / kbps / 1000 + 5 * UNIT
 
 
-# --- the process ------------------------------------------------------------------------------------------
-
-
-def test_relay_process_end_to_end_with_the_lab_server() -> None:
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
-    with run_server("werkzeug") as server, RelayProcess(("127.0.0.1", server.port)) as relay:
-        assert httpx.get(f"http://127.0.0.1:{relay.port}/healthz", timeout=10 * UNIT).status_code == 200
-        request = (
-            f"GET /channels/relaytest/ws HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        with socket.create_connection(("127.0.0.1", relay.port), timeout=10 * UNIT) as sock:
-            sock.sendall(request)
-            response = b""
-            while b"\r\n\r\n" not in response:
-                chunk = sock.recv(4096)
-                assert chunk, "server closed during the handshake"
-                response += chunk
-            head = response[: response.index(b"\r\n\r\n") + 4]
-            assert head.startswith(b"HTTP/1.1 101")
-            sock.sendall(b"\x88\x82abcd" + bytes(a ^ b for a, b in zip(b"\x03\xe8", b"ab", strict=True)))  # close
-            while sock.recv(4096):
-                pass
-        assert wait_until(lambda: relay.snapshot()["connections"]["open"] == 0, 20 * UNIT)
-        snap = relay.snapshot(rows=True)
-        cpu = relay.cpu_seconds()
-        pid = relay.pid
-    after_exit = relay.cpu_seconds()  # the process is gone: the last value read survives
-    assert snap["connections"]["opened"] == 2 and snap["connections"]["upstream_errors"] == 0
-    ws_row = next(r for r in snap["rows"] if r["up"]["head_bytes"] == len(request))
-    assert ws_row["down"]["head_bytes"] == len(head)
-    assert snap["up"]["heads"] == 2 and snap["down"]["heads"] == 2
-    assert snap["up"]["bytes"] == snap["up"]["delivered"] and snap["down"]["bytes"] == snap["down"]["delivered"]
-    assert after_exit >= cpu
-    assert relay.bye is not None and relay.bye["up"]["bytes"] == snap["up"]["bytes"]
-    assert not psutil.pid_exists(pid)
-
-
-def test_relay_process_applies_its_link() -> None:
-    async def scenario(port: int) -> float:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        start = time.perf_counter()
-        writer.write(b"ping")
-        assert await read_exactly(reader, 4) == b"ping"
-        elapsed = time.perf_counter() - start
-        await close(writer)
-        return elapsed
-
-    async def with_echo() -> float:
-        async with upstream(echo) as addr:
-            relay = RelayProcess(addr, Link(one_way_ms=100))
-            await asyncio.to_thread(relay.start)
-            try:
-                return await scenario(relay.port)
-            finally:
-                await asyncio.to_thread(relay.stop)
-
-    assert 0.2 <= run(with_echo()) < 0.2 + 5 * UNIT
-
-
-def test_relay_process_stop_kills_a_relay_that_does_not_answer() -> None:
-    relay = RelayProcess(("127.0.0.1", free_port())).start()
-    relay.timeout = 1 * UNIT  # how long stop() waits for each step
-    os.kill(relay.pid, signal.SIGSTOP)
-    code = relay.stop()
-    assert code is not None and code < 0  # killed by a signal
-    assert not psutil.pid_exists(relay.pid)
-    assert relay.bye is None
-
-
 def test_cli_refuses_bad_arguments() -> None:
     for args in (["--upstream", "nohostport"], ["--upstream", "127.0.0.1:1", "--one-way-ms", "-5"]):
         proc = subprocess.run(
@@ -591,12 +332,3 @@ def test_cli_answers_commands_on_stdin() -> None:
     ]
     assert events[0]["port"] > 0 and events[0]["link"]["one_way_ms"] == 5
     assert events[1]["connections"]["opened"] == 0
-
-
-def test_measure_overhead_reports_the_schema_of_meta_json() -> None:
-    result = measure_overhead(samples=300, bulk_bytes=2 * 1024 * 1024)
-    assert set(result["added_latency_us"]) == {"p50", "p99"}
-    assert all(math.isfinite(v) for v in result["added_latency_us"].values())
-    assert math.isfinite(result["cpu_us_per_kib"]) and math.isfinite(result["bulk_cpu_us_per_kib"])
-    assert result["round_trip_us"]["relayed"]["p50"] > 0 and result["round_trip_us"]["direct"]["p50"] > 0
-    assert result["samples"] == 300

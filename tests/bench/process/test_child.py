@@ -52,23 +52,6 @@ def test_expect_skips_other_lines_and_raises_on_error_lines() -> None:
             child.expect("ready", 10 * UNIT)
 
 
-def test_send_and_agent_commands_round_trip() -> None:
-    code = (
-        "import asyncio\n"
-        "from bench.process import commands, say\n"
-        "async def main():\n"
-        "    async for c in commands():\n"
-        "        say({'echo': c})\n"
-        "asyncio.run(main())\n"
-    )
-    with Child(["-c", code]) as child:
-        assert child.request({"cmd": "x", "n": 1}, "echo", 30 * UNIT) == {"echo": {"cmd": "x", "n": 1}}
-        child.proc.stdin.write(b"garbage\n")  # type: ignore[union-attr]
-        child.proc.stdin.flush()  # type: ignore[union-attr]
-        with pytest.raises(ChildError, match="not a command"):
-            child.expect("echo", 30 * UNIT)
-
-
 def test_stop_ends_the_whole_group_even_a_child_that_ignores_sigterm() -> None:
     code = (
         "import signal, subprocess, sys, time\n"
