@@ -33,6 +33,7 @@ from .names import FLAGS, INVALIDATING_FLAGS, RESULT_FILE_RE, SCHEMA_VERSION, TR
 from .scenarios import Scenario, record_schema
 
 __all__ = [
+    "CAPTURE_SCHEMA",
     "META_SCHEMA",
     "RESULT_SCHEMA",
     "Counters",
@@ -46,6 +47,7 @@ __all__ = [
     "meta_from",
     "result_from",
     "sort_key",
+    "validate_capture",
     "validate_meta",
     "validate_result",
 ]
@@ -224,6 +226,53 @@ META_SCHEMA: dict[str, Any] = _obj(
 _RESULT_VALIDATOR = jsonschema.Draft202012Validator(RESULT_SCHEMA)
 _META_VALIDATOR = jsonschema.Draft202012Validator(META_SCHEMA)
 _FAILED_VALIDATOR = jsonschema.Draft202012Validator(FAILED_SCHEMA)
+
+
+_TEXT = {"type": "string", "minLength": 1}
+
+CAPTURE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "schema": {"const": 1},
+        "captured_utc": {"type": "string"},
+        "payload": {"type": "object"},
+        "longpoll_request": _TEXT,
+        "longpoll_response": _TEXT,
+        "websocket_request": _TEXT,
+        "websocket_response": _TEXT,
+        "websocket_frame": {
+            "type": "object",
+            "properties": {
+                "hex": {"type": "string", "pattern": "^([0-9a-f]{2})+$"},
+                "header_bytes": {"type": "integer", "minimum": 2, "maximum": 14},
+                "payload": {"type": "string"},
+            },
+            "required": ["hex", "header_bytes", "payload"],
+            "additionalProperties": False,
+        },
+        "server": {"type": "object", "properties": {"runtime": {"type": "string"}}},
+    },
+    "required": [
+        "schema",
+        "payload",
+        "longpoll_request",
+        "longpoll_response",
+        "websocket_request",
+        "websocket_response",
+        "websocket_frame",
+    ],
+    "additionalProperties": False,
+}
+"""JSON Schema of capture.json (docs/results.md, "capture.json"); ``server`` is absent in older files."""
+
+_CAPTURE_VALIDATOR = jsonschema.Draft202012Validator(CAPTURE_SCHEMA)
+
+
+def validate_capture(obj: object) -> None:
+    """Raise :class:`SchemaError` unless ``obj`` is a valid capture.json (the runner checks before writing)."""
+    error = _first_error(_CAPTURE_VALIDATOR, obj)
+    if error is not None:
+        raise error
 
 
 def _dotted(parts: Any) -> str:

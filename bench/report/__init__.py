@@ -5,10 +5,11 @@ nothing else of the benchmark (no agent, link emulator or runner). The notebook 
 """
 
 from .capture import Capture, Frame, HttpMessage, load_capture
-from .charts import find_sweeps, percentile_spectrum
+from .charts import percentile_spectrum
 from .kaazing import PAPER_CLIENTS, MeasuredRow, PaperRow, measured_table, paper_table
 from .load import load_run
 from .markdown import summary_rows, write_report
+from .sweeps import find_sweeps
 from .tables import (
     BatchingRow,
     CostRow,

@@ -15,50 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
+from bench.contract.schema import SchemaError, validate_capture
 
-from bench.contract.schema import SchemaError
+__all__ = ["Capture", "Frame", "HttpMessage", "load_capture"]
 
-__all__ = ["CAPTURE_SCHEMA", "Capture", "Frame", "HttpMessage", "load_capture"]
-
-_TEXT = {"type": "string", "minLength": 1}
-
-CAPTURE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "schema": {"const": 1},
-        "captured_utc": {"type": "string"},
-        "payload": {"type": "object"},
-        "longpoll_request": _TEXT,
-        "longpoll_response": _TEXT,
-        "websocket_request": _TEXT,
-        "websocket_response": _TEXT,
-        "websocket_frame": {
-            "type": "object",
-            "properties": {
-                "hex": {"type": "string", "pattern": "^([0-9a-f]{2})+$"},
-                "header_bytes": {"type": "integer", "minimum": 2, "maximum": 14},
-                "payload": {"type": "string"},
-            },
-            "required": ["hex", "header_bytes", "payload"],
-            "additionalProperties": False,
-        },
-        "server": {"type": "object", "properties": {"runtime": {"type": "string"}}},
-    },
-    "required": [
-        "schema",
-        "payload",
-        "longpoll_request",
-        "longpoll_response",
-        "websocket_request",
-        "websocket_response",
-        "websocket_frame",
-    ],
-    "additionalProperties": False,
-}
-"""JSON Schema of capture.json (docs/results.md, "capture.json"); ``server`` is absent in older files."""
-
-_VALIDATOR = jsonschema.Draft202012Validator(CAPTURE_SCHEMA)
 _CRLF = "\r\n"
 
 
@@ -148,10 +108,10 @@ def load_capture(run_dir: Path | str) -> Capture | None:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SchemaError("", f"cannot read JSON: {exc}", file=path.name) from None
-    errors = sorted(_VALIDATOR.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        where = ".".join(map(str, errors[0].absolute_path))
-        raise SchemaError(where, errors[0].message, file=path.name)
+    try:
+        validate_capture(obj)
+    except SchemaError as exc:
+        raise SchemaError(exc.path, exc.message, file=path.name) from None
     frame = obj["websocket_frame"]
     return Capture(
         payload=obj["payload"],

@@ -22,7 +22,6 @@ never by their names. A sweep the run does not have just skips its chart.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -38,8 +37,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from bench.contract.scenarios import Scenario
 from bench.contract.schema import Result, Run
+
+from .sweeps import AXES, Sweep, find_sweeps
+from .tables import bytes_per_event, events_per_response
 
 __all__ = ["AXES", "Chart", "Sweep", "find_sweeps", "percentile_spectrum", "write_charts"]
 
@@ -67,67 +68,6 @@ class Chart:
     section: str
     png: Path
     svg: Path
-
-
-# --- sweeps -------------------------------------------------------------------------------------
-
-AXES: dict[str, Callable[[Scenario], Any]] = {
-    "one_way_ms": lambda s: s.link.one_way_ms,
-    "rate": lambda s: s.rate,
-    "subscribers": lambda s: s.subscribers,
-    "payload_bytes": lambda s: s.payload_bytes,
-    "runtime": lambda s: s.runtime,
-    "burst": lambda s: s.burst,
-    "burst_gap_ms": lambda s: s.burst_gap_ms,
-    "layout": lambda s: s.layout,
-    "compression": lambda s: s.compression,
-    "jitter_ms": lambda s: s.link.jitter_ms,
-    "bandwidth_kbps": lambda s: s.link.bandwidth_kbps,
-}
-"""Parameters a sweep can vary, in order of preference for the x axis."""
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """The results of one sweep (or one part of it) along the parameter it varies."""
-
-    name: str
-    axis: str
-    split: tuple[tuple[str, Any], ...]
-    """Other parameters that vary inside the sweep, fixed for this part (e.g. layout)."""
-    results: tuple[Result, ...]
-
-    @property
-    def stem_suffix(self) -> str:
-        parts = [self.name, *(f"{k}-{v}" for k, v in self.split)]
-        return re.sub(r"[^a-z0-9_.-]+", "_", "--".join(parts).lower())
-
-    @property
-    def label(self) -> str:
-        extra = ", ".join(f"{k} {v}" for k, v in self.split)
-        return f"sweep '{self.name}'" + (f" ({extra})" if extra else "")
-
-
-def find_sweeps(results: Iterable[Result]) -> list[Sweep]:
-    """Group non-idle results by ``sweep`` and find the parameter each sweep varies."""
-    by_name: dict[str, list[Result]] = defaultdict(list)
-    for r in results:
-        if r.scenario.sweep and not r.scenario.idle:
-            by_name[r.scenario.sweep].append(r)
-    sweeps = []
-    for name, group in sorted(by_name.items()):
-        varying = [a for a, get in AXES.items() if len({get(r.scenario) for r in group}) > 1]
-        if not varying:
-            continue
-        axis, others = varying[0], varying[1:]
-        parts: dict[tuple[Any, ...], list[Result]] = defaultdict(list)
-        for r in group:
-            parts[tuple(AXES[a](r.scenario) for a in others)].append(r)
-        for key, part in sorted(parts.items(), key=lambda kv: str(kv[0])):
-            if len({AXES[axis](r.scenario) for r in part}) < 2:
-                continue  # one point is not a sweep (e.g. the target scenarios filed under one sweep name)
-            sweeps.append(Sweep(name, axis, tuple(zip(others, key, strict=True)), tuple(part)))
-    return sweeps
 
 
 # --- HdrHistogram spectrum ----------------------------------------------------------------------
@@ -428,8 +368,7 @@ class _Writer:
         for series, reps in _by_series(sweep.results).items():
             wire, over = [], []
             for r in reps:
-                up, down = r.num("bytes", "per_event", "up"), r.num("bytes", "per_event", "down")
-                total = None if up is None or down is None else up + down
+                total = bytes_per_event(r)
                 wire.append((r.scenario.payload_bytes, total, r))
                 over.append((r.scenario.payload_bytes, None if total is None else total - r.scenario.payload_bytes, r))
             _points(axes[0], wire, series, marks)
@@ -640,8 +579,7 @@ class _Writer:
 
         rows: list[tuple[float | str, float | None, Result]] = []
         for r in longpoll:
-            responses = r.raw["http"]["requests"] - r.raw["http"]["empty_responses"]
-            rows.append((key(r), r.counters.delivered / responses if responses > 0 else None, r))
+            rows.append((key(r), events_per_response(r), r))
         _points(axes[0], rows, "longpoll", marks, line=False)
         model = [max(1.0, rate * 2 * ow / 1000) for rate, ow in conditions]
         axes[0].scatter(

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from bench.contract.schema import Result, Run
 
+from .tables import bytes_per_event
+
 __all__ = [
     "BITS_PER_MBIT",
     "PAPER_CLIENTS",
@@ -96,14 +98,9 @@ class MeasuredRow:
         return self.bytes_per_event - self.payload_bytes
 
 
-def _per_event(r: Result) -> float | None:
-    up, down = r.num("bytes", "per_event", "up"), r.num("bytes", "per_event", "down")
-    return None if up is None or down is None else up + down
-
-
 def _pick(results: Sequence[Result]) -> list[Result]:
     """The scenario closest to the paper's one message per second per client (uncompressed, loopback first)."""
-    usable = [r for r in results if r.valid and not r.scenario.idle and _per_event(r) is not None]
+    usable = [r for r in results if r.valid and not r.scenario.idle and bytes_per_event(r) is not None]
     if not usable:
         return []
 
@@ -133,7 +130,7 @@ def measured_table(run: Run) -> list[MeasuredRow]:
         chosen = _pick([r for r in run.results if r.scenario.series == name])
         if not chosen:
             continue
-        per_event = statistics.median(v for r in chosen if (v := _per_event(r)) is not None)
+        per_event = statistics.median(v for r in chosen if (v := bytes_per_event(r)) is not None)
         sc = chosen[0].scenario
         link = "loopback" if sc.link.is_loopback else f"one-way {sc.link.one_way_ms:g} ms"
         link += ", COMPRESSED (permessage-deflate)" if sc.compression else ""

@@ -32,6 +32,7 @@ from bench.contract.schema import Result, Run
 from .charts import Chart, write_charts
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
 from .load import load_run
+from .tables import bytes_per_event, format_number, markdown_table
 from .targets import evaluate
 
 __all__ = ["SUMMARY_COLUMNS", "main", "summary_rows", "summary_table", "write_report"]
@@ -58,24 +59,15 @@ SUMMARY_COLUMNS = (
 # --- cells --------------------------------------------------------------------------------------
 
 
-def _num(value: float, digits: int = 3) -> str:
-    """A number with ``digits`` significant digits, no exponent for everyday sizes."""
-    if value == 0:
-        return "0"
-    if abs(value) >= 10 ** (digits - 1):
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
-
 def _spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
     """Median of the values, with their range when there are several: ``1.2 [1.1-1.4]``."""
     vals = [v * scale for v in values if v is not None]
     if not vals:
         return "—"
-    med = _num(statistics.median(vals), digits)
+    med = format_number(statistics.median(vals), digits)
     if len(vals) == 1 or min(vals) == max(vals):
         return med
-    return f"{med} [{_num(min(vals), digits)}-{_num(max(vals), digits)}]"
+    return f"{med} [{format_number(min(vals), digits)}-{format_number(max(vals), digits)}]"
 
 
 class _Group:
@@ -123,11 +115,6 @@ def _groups(run: Run) -> list[_Group]:
     return [_Group(results) for results in by_key.values()]
 
 
-def _per_event_total(r: Result) -> float | None:
-    up, down = r.num("bytes", "per_event", "up"), r.num("bytes", "per_event", "down")
-    return None if up is None or down is None else up + down
-
-
 def summary_rows(run: Run | Path | str) -> list[tuple[str, ...]]:
     """One row of plain strings per scenario and transport (columns :data:`SUMMARY_COLUMNS`), for a terminal."""
     if not isinstance(run, Run):
@@ -144,7 +131,7 @@ def summary_rows(run: Run | Path | str) -> list[tuple[str, ...]]:
                 g.cell(lambda r: r.end_to_end.p50_us, 1e-3),
                 g.cell(lambda r: r.end_to_end.p99_us, 1e-3),
                 g.cell(lambda r: r.end_to_end.max_us, 1e-3),
-                g.cell(_per_event_total),
+                g.cell(bytes_per_event),
                 g.cell(lambda r: r.num("http", "requests_per_event")),
                 g.cell(lambda r: r.num("server", "cpu_us_per_event")),
                 g.flags_cell,
@@ -169,12 +156,7 @@ def summary_table(run: Run | Path | str) -> Any:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return lines
+    return markdown_table(header, rows).split("\n")
 
 
 def _provenance(run: Run) -> list[str]:
@@ -227,8 +209,12 @@ def _targets_section(run: Run) -> list[str]:
     rows = []
     for row in evaluate(run):
         if row.values:
-            each = ", ".join(f"{label} {_num(v)}" for label, v in row.values)
-            measured = f"{_num(row.median or 0.0)} ({each})" if len(row.values) > 1 else _num(row.values[0][1])
+            each = ", ".join(f"{label} {format_number(v)}" for label, v in row.values)
+            measured = (
+                f"{format_number(row.median or 0.0)} ({each})"
+                if len(row.values) > 1
+                else format_number(row.values[0][1])
+            )
         else:
             measured = "—"
         if row.invalid_reps:
@@ -236,7 +222,7 @@ def _targets_section(run: Run) -> list[str]:
         verdict = (
             f"**{row.verdict}**" if row.verdict in ("pass", "FAIL") or row.verdict.startswith("MIXED") else row.verdict
         )
-        floor = "—" if row.floor is None else _num(row.floor)
+        floor = "—" if row.floor is None else format_number(row.floor)
         rows.append((row.target, row.check, measured, row.limit, verdict, floor, row.source))
     lines = [
         "## Performance targets",
@@ -359,8 +345,9 @@ def _kaazing_section(run: Run) -> list[str]:
     measured = [
         (
             row.transport,
-            f"{_num(row.bytes_per_event)} (overhead {_num(row.overhead_bytes)}, payload {row.payload_bytes})",
-            *(_num(v, 4) for v in row.mbps),
+            f"{format_number(row.bytes_per_event)} "
+            f"(overhead {format_number(row.overhead_bytes)}, payload {row.payload_bytes})",
+            *(format_number(v, 4) for v in row.mbps),
             row.source,
         )
         for row in measured_table(run)

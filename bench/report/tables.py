@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from bench.contract.scenarios import Scenario
 from bench.contract.schema import Result, Run
 
-from .charts import find_sweeps
+from .sweeps import find_sweeps
 
 __all__ = [
     "BatchingRow",

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.contract.schema import validate_capture
 from bench.link.relay import Relay
 from bench.process import Child, wait_http_ok
 from clients import AsyncPublisher, LongPollSubscriber, WebSocketSubscriber
@@ -103,6 +104,7 @@ def write_capture(run_dir: Path, runtime: str = "gevent", timeout: float = 30.0)
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout, alive=lambda: not server.exited())
         capture = asyncio.run(capture_exchange(port))
         capture["server"] = {"runtime": runtime}
+    validate_capture(capture)
     target = run_dir / "capture.json"
     target.write_text(json.dumps(capture, indent=1) + "\n")
     return target

@@ -61,7 +61,7 @@ def test_a_file_without_a_field_is_refused_with_its_name(run_dir):
     obj = json.loads(path.read_text())
     del obj["websocket_frame"]["header_bytes"]
     path.write_text(json.dumps(obj))
-    with pytest.raises(SchemaError, match=r"capture\.json: websocket_frame: 'header_bytes' is a required property"):
+    with pytest.raises(SchemaError, match=r"capture\.json: websocket_frame\.header_bytes: required field is missing"):
         load_capture(run_dir)
 
 

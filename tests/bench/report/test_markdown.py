@@ -11,9 +11,9 @@ import shutil
 
 import pytest
 
-from bench.report.charts import find_sweeps
 from bench.report.load import load_run
 from bench.report.markdown import SUMMARY_COLUMNS, main, summary_rows, write_report
+from bench.report.sweeps import find_sweeps
 from bench.report.targets import evaluate
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
 

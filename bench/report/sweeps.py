@@ -1,0 +1,77 @@
+"""Sweeps: the results of a sweep grouped along the one parameter it varies.
+
+Report layer: the charts draw one figure per sweep, and the notebook's tables read the same grouping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.contract.scenarios import Scenario
+from bench.contract.schema import Result
+
+__all__ = ["AXES", "Sweep", "find_sweeps"]
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+AXES: dict[str, Callable[[Scenario], Any]] = {
+    "one_way_ms": lambda s: s.link.one_way_ms,
+    "rate": lambda s: s.rate,
+    "subscribers": lambda s: s.subscribers,
+    "payload_bytes": lambda s: s.payload_bytes,
+    "runtime": lambda s: s.runtime,
+    "burst": lambda s: s.burst,
+    "burst_gap_ms": lambda s: s.burst_gap_ms,
+    "layout": lambda s: s.layout,
+    "compression": lambda s: s.compression,
+    "jitter_ms": lambda s: s.link.jitter_ms,
+    "bandwidth_kbps": lambda s: s.link.bandwidth_kbps,
+}
+"""Parameters a sweep can vary, in order of preference for the x axis."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The results of one sweep (or one part of it) along the parameter it varies."""
+
+    name: str
+    axis: str
+    split: tuple[tuple[str, Any], ...]
+    """Other parameters that vary inside the sweep, fixed for this part (e.g. layout)."""
+    results: tuple[Result, ...]
+
+    @property
+    def stem_suffix(self) -> str:
+        parts = [self.name, *(f"{k}-{v}" for k, v in self.split)]
+        return re.sub(r"[^a-z0-9_.-]+", "_", "--".join(parts).lower())
+
+    @property
+    def label(self) -> str:
+        extra = ", ".join(f"{k} {v}" for k, v in self.split)
+        return f"sweep '{self.name}'" + (f" ({extra})" if extra else "")
+
+
+def find_sweeps(results: Iterable[Result]) -> list[Sweep]:
+    """Group non-idle results by ``sweep`` and find the parameter each sweep varies."""
+    by_name: dict[str, list[Result]] = defaultdict(list)
+    for r in results:
+        if r.scenario.sweep and not r.scenario.idle:
+            by_name[r.scenario.sweep].append(r)
+    sweeps = []
+    for name, group in sorted(by_name.items()):
+        varying = [a for a, get in AXES.items() if len({get(r.scenario) for r in group}) > 1]
+        if not varying:
+            continue
+        axis, others = varying[0], varying[1:]
+        parts: dict[tuple[Any, ...], list[Result]] = defaultdict(list)
+        for r in group:
+            parts[tuple(AXES[a](r.scenario) for a in others)].append(r)
+        for key, part in sorted(parts.items(), key=lambda kv: str(kv[0])):
+            if len({AXES[axis](r.scenario) for r in part}) < 2:
+                continue  # one point is not a sweep (e.g. the target scenarios filed under one sweep name)
+            sweeps.append(Sweep(name, axis, tuple(zip(others, key, strict=True)), tuple(part)))
+    return sweeps
