@@ -112,8 +112,6 @@ def nesting_depth(text: bytes) -> int:
     Exact for valid JSON (brackets inside strings do not count); C-speed
     scans only, no Python loop per character.
     """
-    if text.count(b"[") + text.count(b"{") <= 1:
-        return text.count(b"[") + text.count(b"{")
     brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKET)
     if not brackets:
         return 0
