@@ -9,82 +9,11 @@ from __future__ import annotations
 import re
 import shutil
 
-import pytest
-
 from bench.report.load import load_run
 from bench.report.markdown import SUMMARY_COLUMNS, main, summary_rows, write_report
-from bench.report.sweeps import find_sweeps
 from bench.report.targets import evaluate
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
-
-EXPECTED_CHARTS = {
-    "spectrum--target-ws-100x100",
-    "spectrum--pairs-50",
-    "spectrum--throughput-50",
-    "spectrum--rate",
-    "spectrum--fanout-size",
-    "spectrum--payload",
-    "spectrum--runtime",
-    "spectrum--delay",
-    "transits--delay",
-    "latency-vs-rate--rate",
-    "requests-per-event--rate",
-    "latency-vs-subscribers--fanout-size",
-    "bytes-vs-payload--payload",
-    "runtimes--runtime",
-    "cpu-vs-load",
-    "idle-cost",
-    "pairs--pairs-50",
-    "throughput-under-delay",
-}
-
-
-def _specs() -> list[Spec]:
-    lp_ws = ("longpoll", "websocket")
-    return [
-        Spec("rate-1", "rate", rate=1, reps=1),
-        Spec("rate-100", "rate", rate=100, reps=2, saturated={("longpoll", 1)}),
-        Spec("rate-1000", "rate", rate=1000, reps=1, transports=("longpoll",), saturated={("longpoll", 1)}),
-        # an unusual sweep name: charts follow the parameter that varies, not the name
-        Spec("fan-1", "fanout-size", subscribers=1, reps=1, transports=lp_ws),
-        Spec("fan-100", "fanout-size", subscribers=100, reps=1, transports=lp_ws, lossy={("websocket", 1)}),
-        Spec("payload-16", "payload", payload_bytes=16, reps=1, transports=lp_ws),
-        Spec("payload-1024", "payload", payload_bytes=1024, reps=1, transports=lp_ws),
-        Spec("runtime-werkzeug", "runtime", runtime="werkzeug", reps=1, transports=lp_ws),
-        Spec("runtime-gevent", "runtime", runtime="gevent", reps=1, transports=lp_ws),
-        Spec("idle-10", "idle", subscribers=10, idle=True, rate=0, reps=1, transports=lp_ws),
-        Spec("delay-0", "delay", rate=1, reps=1, transports=lp_ws),
-        Spec("delay-50", "delay", rate=1, one_way_ms=50, reps=1, transports=lp_ws),
-        Spec("delay-50-poll1s", "delay", rate=1, one_way_ms=50, poll_interval_s=1.0, reps=1, transports=("polling",)),
-        Spec("pairs-50", "pairs", rate=2, burst=2, burst_gap_ms=3, one_way_ms=50, reps=1, transports=lp_ws),
-        Spec("throughput-50", "throughput", rate=100, one_way_ms=50, reps=1, transports=lp_ws),
-        Spec("target-ws-100x100", None, subscribers=100, rate=100, reps=2, transports=("websocket", "floor")),
-    ]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return write_synthetic_run(tmp_path_factory.mktemp("report") / "run", _specs())
-
-
-@pytest.fixture(scope="module")
-def written(run_dir):
-    return write_report(run_dir)
-
-
-@pytest.fixture(scope="module")
-def report(written, run_dir):
-    return (run_dir / "REPORT.md").read_text()
-
-
-def test_every_chart_is_written_as_png_and_svg(written, run_dir):
-    charts = run_dir / "charts"
-    stems = {p.stem for p in charts.iterdir()}
-    assert stems == EXPECTED_CHARTS
-    for stem in EXPECTED_CHARTS:
-        assert (charts / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert "<svg" in (charts / f"{stem}.svg").read_text()[:2000]
-    assert set(written) == {*charts.iterdir(), run_dir / "REPORT.md"}
+from tests.bench.report.conftest import EXPECTED_CHARTS
 
 
 def test_report_has_every_section_and_embeds_every_chart(report):
@@ -154,17 +83,6 @@ def test_summary_rows_for_the_terminal(run_dir):
     assert by_key[("fan-100 ✗", "websocket")][4] == "✗ 3/0/0"
     assert "⚠" in by_key[("rate-1000 ⚠ INVALID", "longpoll")][-1]
     assert not any("*" in cell for row in rows for cell in row)  # no markdown in a terminal
-
-
-def test_sweeps_are_found_by_parameter(run_dir):
-    sweeps = {(s.name, s.axis) for s in find_sweeps(load_run(run_dir).results)}
-    assert sweeps == {
-        ("rate", "rate"),
-        ("fanout-size", "subscribers"),
-        ("payload", "payload_bytes"),
-        ("runtime", "runtime"),
-        ("delay", "one_way_ms"),
-    }
 
 
 def test_deleted_charts_are_recreated_and_stale_ones_removed(written, report, run_dir, capsys):
