@@ -30,7 +30,10 @@ from .subscriber import Received, Subscriber, SubscriberError
 from .websocket import WebSocketSubscriber
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TRANSPORTS = ("longpoll", "websocket", "polling")
+SUBSCRIBERS: dict[str, type[Subscriber]] = {
+    cls.transport: cls for cls in (LongPollSubscriber, WebSocketSubscriber, PollingSubscriber)
+}
+"""The ``--transport`` choices: each subscriber class names its own transport."""
 
 
 def parse_data(text: str) -> Any:
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("subscribe", help="print the events of a channel as they arrive")
-    s.add_argument("--transport", choices=TRANSPORTS, default="longpoll", help="default: %(default)s")
+    s.add_argument("--transport", choices=list(SUBSCRIBERS), default="longpoll", help="default: %(default)s")
     s.add_argument("--channel", required=True)
     s.add_argument("--url", default=DEFAULT_URL, help="server base URL (default: %(default)s)")
     s.add_argument("--after", type=int, default=0, help="cursor to start after (default: 0, from the start)")
