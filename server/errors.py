@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, has_request_context, jsonify, request
 
 __all__ = [
+    "BODY_READ",
     "CLOSE_BAD_MESSAGE",
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL",
@@ -36,7 +37,10 @@ CLOSE_INTERNAL = 1011
 CLOSE_BAD_MESSAGE = 4400
 
 DRAIN_LIMIT = 64 << 20
-"""Most bytes of a refused body read and discarded so the client gets the ``413``; past it the connection is closed."""
+"""Most bytes of a refused body read and discarded so the client gets the refusal; past it the connection is closed."""
+
+BODY_READ = "lab.body_read"
+"""WSGI environ key set once the body is consumed (read or drained): nothing is left to drain."""
 
 
 class ApiError(Exception):
@@ -50,10 +54,13 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
     def response(self) -> Response:
+        """The JSON answer, once the refused request's unread body is drained (see :func:`drain_body`)."""
         resp = jsonify(error=self.error, detail=self.detail)
         resp.status_code = self.status
         resp.headers["Cache-Control"] = "no-store"
         resp.headers.update(self.headers)
+        if has_request_context() and not drain_body(request.environ):
+            resp.headers["Connection"] = "close"
         return resp
 
 
@@ -68,13 +75,21 @@ class TooLarge(ApiError):
 def drain_body(environ: dict[str, Any], limit: int = DRAIN_LIMIT) -> bool:
     """Read and discard what is left of the request body; false if more than ``limit`` bytes remain.
 
-    Only the declared ``Content-Length`` is read (Werkzeug's development
+    A request refused before its body was read (a wrong host, a missing
+    token, a body too large) still has it on the connection: closing then
+    sends a TCP reset, which can destroy the answer before the client reads
+    it, so every refusal drains first (:meth:`ApiError.response`). Once is
+    enough: the environ remembers (:data:`BODY_READ`). Only the declared
+    ``Content-Length`` is read (Werkzeug's development
     server hands over the raw socket, which would block past the body), or
     a chunked body up to its end, which the server marks
     (``wsgi.input_terminated``). A body that cannot be drained must not be
     followed by another request on the connection: answer ``Connection:
     close``.
     """
+    if environ.get(BODY_READ):
+        return True
+    environ[BODY_READ] = True
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH", "")
     if length:
@@ -109,6 +124,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     stored, or refused as bad JSON).
     """
     stream = environ["wsgi.input"]
+    environ[BODY_READ] = True
     length = environ.get("CONTENT_LENGTH", "")
     if length:
         try:
@@ -116,6 +132,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
         except ValueError:
             raise ApiError(400, "bad_request", f"Content-Length is not a number: {length[:20]!r}") from None
         if declared > limit:
+            environ[BODY_READ] = False
             raise TooLarge(limit, drain_body(environ))
         parts: list[bytes] = []
         left = declared
@@ -136,4 +153,5 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
             return b"".join(parts)
         parts.append(chunk)
         size += len(chunk)
+    environ[BODY_READ] = False
     raise TooLarge(limit, drain_body(environ))

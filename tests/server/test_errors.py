@@ -188,3 +188,38 @@ def test_the_connection_serves_the_next_request_after_a_drained_413(server: Serv
         return
     status, answer = answer_of(answers[1])
     assert (status, answer["seq"]) == (201, 1)
+
+
+def test_a_refusal_drains_the_unread_body_once() -> None:
+    app = Flask(__name__)
+    with app.test_request_context("/", method="POST", data=b"x" * 100) as ctx:
+        env = ctx.request.environ
+        env["wsgi.input"] = io.BytesIO(b"x" * 100 + b"next request")
+        resp = ApiError(403, "forbidden_host", "no").response()
+        assert "Connection" not in resp.headers
+        assert env["wsgi.input"].read(5) == b"next "
+        ApiError(403, "forbidden_host", "again").response()  # nothing left to drain: reads nothing more
+        assert env["wsgi.input"].read() == b"request"
+
+
+def test_a_refusal_whose_body_cannot_be_drained_closes_the_connection() -> None:
+    app = Flask(__name__)
+    with app.test_request_context("/", method="POST", data=b"x") as ctx:
+        ctx.request.environ["CONTENT_LENGTH"] = str(DRAIN_LIMIT + 1)
+        assert ApiError(403, "forbidden_host", "no").response().headers["Connection"] == "close"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("path", "content_type", "status"),
+    [("/channels/c/poll", "application/json", 405), ("/channels/c/events", "text/plain", 415)],
+    ids=["405", "415"],
+)
+def test_any_refusal_of_a_large_body_is_read_by_the_client(
+    server: ServerProcess, path: str, content_type: str, status: int, chunked: bool
+) -> None:
+    """The body is refused before it is read: the answer must still arrive, not a connection reset."""
+    request = post_request(server.port, "c", b"[" + b"1," * 4 * LIMIT + b"1]", chunked)
+    request = request.replace(b"/channels/c/events", path.encode(), 1)
+    request = request.replace(b"Content-Type: application/json", f"Content-Type: {content_type}".encode(), 1)
+    assert answer_of(exchange(server.port, request)[0])[0] == status
