@@ -36,7 +36,7 @@ CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_BAD_MESSAGE = 4400
 
-DRAIN_LIMIT = 64 << 20
+DRAIN_LIMIT = 16 << 20
 """Most bytes of a refused body read and discarded so the client gets the refusal; past it the connection is closed."""
 
 BODY_READ = "lab.body_read"
