@@ -4,6 +4,16 @@ Process layer: below the agents, the link emulator and the runner, above nothing
 """
 
 from .agent import commands, say
-from .child import ROOT, Child, ChildError, free_port, stop_group, wait_http_ok
+from .child import ROOT, Child, ChildError, free_port, process_cpu_ns, stop_group, wait_http_ok
 
-__all__ = ["ROOT", "Child", "ChildError", "commands", "free_port", "say", "stop_group", "wait_http_ok"]
+__all__ = [
+    "ROOT",
+    "Child",
+    "ChildError",
+    "commands",
+    "free_port",
+    "process_cpu_ns",
+    "say",
+    "stop_group",
+    "wait_http_ok",
+]

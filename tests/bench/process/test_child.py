@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.process import Child, ChildError, free_port, stop_group, wait_http_ok
+from bench.process import Child, ChildError, free_port, process_cpu_ns, stop_group, wait_http_ok
 from tests.support import UNIT
 
 
@@ -136,3 +136,21 @@ def test_stop_all_stops_every_child_not_yet_stopped() -> None:
     Child.stop_all(timeout=5 * UNIT)
     assert all(child.exited() for child in children)
     assert not set(Child._live) & set(children)
+
+
+def test_process_cpu_is_read_in_nanoseconds_with_exited_threads_counted() -> None:
+    code = (
+        "import threading, time\n"
+        "def burn():\n"
+        "    end = time.thread_time() + 0.25\n"
+        "    while time.thread_time() < end: pass\n"
+        "t = threading.Thread(target=burn); t.start(); t.join()\n"
+        "print('{\"burnt\": true}', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with Child(["-c", code]) as child:
+        child.expect("burnt", 30 * UNIT)
+        ns = process_cpu_ns(child.pid)
+        assert ns is not None and ns >= 250_000_000  # the thread has exited; its time is still the process's
+        assert ns % 10_000_000 != 0  # not a count of 10 ms clock ticks
+    assert process_cpu_ns(child.pid) is None or not psutil.pid_exists(child.pid)
