@@ -21,6 +21,7 @@ nothing to divide by or no sample (idle scenarios deliver no event).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from .scenarios import Scenario, record_schema
 __all__ = [
     "CAPTURE_SCHEMA",
     "META_SCHEMA",
+    "PERCENTILE_KEYS",
     "RESULT_SCHEMA",
     "Counters",
     "Failed",
@@ -45,6 +47,7 @@ __all__ = [
     "SchemaError",
     "decode_hdr",
     "meta_from",
+    "min_samples",
     "result_from",
     "sort_key",
     "validate_capture",
@@ -351,6 +354,20 @@ def validate_result(obj: object) -> None:
 # --- typed objects ------------------------------------------------------------------------------
 
 
+PERCENTILE_KEYS = {"p50_us": 50.0, "p90_us": 90.0, "p99_us": 99.0, "p999_us": 99.9}
+"""The percentiles a latency block carries, by key."""
+
+
+def min_samples(percentile: float) -> int:
+    """The fewest samples that can support ``percentile``: the rank ``1 - 1/n`` must reach it.
+
+    p50 needs 2 samples, p90 10, p99 100, p99.9 1,000; below that, "p99" is only the maximum under
+    another name, and the report does not print it.
+    """
+    tail = round(100.0 - percentile, 6)
+    return max(1, math.ceil(round(100.0 / tail, 6)))
+
+
 @dataclass(frozen=True)
 class LatencySummary:
     """Percentiles of one latency kind, in microseconds, and the histogram they come from."""
@@ -366,6 +383,19 @@ class LatencySummary:
     hdr: str
     clamped: int = 0
     """Values recorded outside the histogram's range (1 µs to 1 h) and clamped into it."""
+    withheld: tuple[str, ...] = ()
+    """Percentiles the raw file has but the sample count cannot support: ``None`` here (:func:`min_samples`)."""
+
+    @classmethod
+    def from_block(cls, block: Mapping[str, Any]) -> LatencySummary:
+        """The typed view of a raw latency block, percentiles above ``1 - 1/count`` withheld."""
+        values = dict(block)
+        withheld = tuple(
+            key for key, pct in PERCENTILE_KEYS.items() if values[key] is not None and block["count"] < min_samples(pct)
+        )
+        for key in withheld:
+            values[key] = None
+        return cls(**values, withheld=withheld)
 
     def histogram(self) -> HdrHistogram:
         return decode_hdr(self.hdr)
@@ -478,8 +508,8 @@ def result_from(file: str, obj: Mapping[str, Any]) -> Result | Failed:
         scenario=scenario,
         repetition=obj["repetition"],
         counters=Counters(**obj["counters"]),
-        end_to_end=LatencySummary(**obj["latency"]["end_to_end"]),
-        delivery=LatencySummary(**obj["latency"]["delivery"]),
+        end_to_end=LatencySummary.from_block(obj["latency"]["end_to_end"]),
+        delivery=LatencySummary.from_block(obj["latency"]["delivery"]),
         valid=obj["valid"],
         flags=tuple(obj["flags"]),
         raw=obj,

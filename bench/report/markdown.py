@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contract.names import run_dir_name
-from bench.contract.schema import Result, Run
+from bench.contract.schema import Result, Run, min_samples
 
 from .charts import Chart, write_charts
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
@@ -266,6 +266,7 @@ def _summary_sections(run: Run) -> list[str]:
     for g in groups:
         for kind in ("end_to_end", "delivery"):
             row = [g.name if kind == "end_to_end" else "", g.scenario.series if kind == "end_to_end" else "", kind]
+            row.append(g.cell(lambda r, kind=kind: float(getattr(r, kind).count), digits=6))  # type: ignore[misc]
             for key in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us"):
                 row.append(g.cell(_latency(kind, key), 1e-3))
             latency.append(row)
@@ -309,9 +310,11 @@ def _summary_sections(run: Run) -> list[str]:
         "### Latency (ms)",
         "",
         "`end_to_end`: receive time minus the publisher's intended send time (includes publishing); "
-        "`delivery`: receive wall-clock time minus the bus's publish time `ts`.",
+        "`delivery`: receive wall-clock time minus the bus's publish time `ts`. `n`: latency samples per "
+        f"repetition. A percentile the sample count cannot support is not printed (—): p99 needs "
+        f"{min_samples(99):,} samples, p99.9 {min_samples(99.9):,}; below that it would only be the maximum.",
         "",
-        *_table(("scenario", "transport", "latency", "p50", "p90", "p99", "p99.9", "max"), latency),
+        *_table(("scenario", "transport", "latency", "n", "p50", "p90", "p99", "p99.9", "max"), latency),
         "",
         "### Cost",
         "",

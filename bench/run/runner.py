@@ -38,7 +38,7 @@ from bench.agents.floor import FloorProcess
 from bench.agents.publisher import PublishPlan
 from bench.contract.names import result_file_name, run_dir_name
 from bench.contract.scenarios import Profile, Scenario
-from bench.contract.schema import validate_meta, validate_result
+from bench.contract.schema import min_samples, validate_meta, validate_result
 from bench.link import RelayProcess, measure_overhead
 from bench.process import Child, ChildError, wait_http_ok
 
@@ -355,8 +355,11 @@ def temp_log_dir() -> Path:
 # --- a whole profile ------------------------------------------------------------------------------------------
 
 
-def _fmt_ms(us: float | None) -> str:
-    return "-" if us is None else f"{us / 1000:.2f}"
+def _fmt_ms(us: float | None, count: int | None = None, percentile: float | None = None) -> str:
+    """Milliseconds, or ``-`` when there is no value or too few samples for ``percentile``."""
+    if us is None or (percentile is not None and (count or 0) < min_samples(percentile)):
+        return "-"
+    return f"{us / 1000:.2f}"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -381,8 +384,8 @@ def summary_table(results: list[dict[str, Any]]) -> Any:
             str(r["repetition"]),
             f"{c['delivered']}/{c['expected']}",
             "[red]" + str(loss) + "[/red]" if loss else "0",
-            _fmt_ms(e2e["p50_us"]),
-            _fmt_ms(e2e["p99_us"]),
+            _fmt_ms(e2e["p50_us"], e2e["count"], 50),
+            _fmt_ms(e2e["p99_us"], e2e["count"], 99),
             _fmt_ms(e2e["max_us"]),
             _fmt(r["bytes"]["per_event"]["down"]),
             _fmt(r["http"]["requests_per_event"], 2),
@@ -458,11 +461,12 @@ def run_profile(
                     progress.console.print(f"[red]FAILED[/red] {label}: {error} (logs: {log_dir})")
                 else:
                     results.append(result)
-                    c = result["counters"]
+                    c, e2e = result["counters"], result["latency"]["end_to_end"]
                     progress.console.print(
                         f"{label}: {c['delivered']}/{c['expected']} delivered, p50 "
-                        f"{_fmt_ms(result['latency']['end_to_end']['p50_us'])} ms, p99 "
-                        f"{_fmt_ms(result['latency']['end_to_end']['p99_us'])} ms {' '.join(result['flags'])}"
+                        f"{_fmt_ms(e2e['p50_us'], e2e['count'], 50)} ms, p99 "
+                        f"{_fmt_ms(e2e['p99_us'], e2e['count'], 99)} ms (n={e2e['count']}) "
+                        f"{' '.join(result['flags'])}"
                     )
                 name = result_file_name(scenario.name, transport, k)
                 write_json(run_dir / name, result)

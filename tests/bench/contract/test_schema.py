@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench.contract.schema import SchemaError, validate_meta, validate_result
+from bench.contract.schema import LatencySummary, SchemaError, min_samples, validate_meta, validate_result
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
 
 
@@ -139,3 +139,18 @@ def test_a_failed_repetition_is_valid_with_its_error_and_nothing_else(result):
     with pytest.raises(SchemaError) as info:
         validate_result({**failed, "status": "failed", "error": "x", "counters": result["counters"]})
     assert info.value.path == "counters"
+
+
+def test_min_samples_of_each_percentile() -> None:
+    assert [min_samples(p) for p in (50, 90, 99, 99.9)] == [2, 10, 100, 1000]
+
+
+def test_a_percentile_the_count_cannot_support_is_withheld(result) -> None:
+    block = {**result["latency"]["end_to_end"], "count": 99}
+    summary = LatencySummary.from_block(block)
+    assert summary.p99_us is None and summary.p999_us is None
+    assert summary.withheld == ("p99_us", "p999_us")
+    assert summary.p50_us == block["p50_us"] and summary.p90_us == block["p90_us"]
+    assert summary.max_us == block["max_us"]  # the maximum is always a sample
+    full = LatencySummary.from_block({**block, "count": 1000})
+    assert full.withheld == () and full.p999_us == block["p999_us"]
