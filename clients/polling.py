@@ -30,19 +30,28 @@ class PollingSubscriber(LongPollSubscriber):
 
     transport = "polling"
 
-    def __init__(self, base_url: str, channel: str, *, interval: float = 1.0, **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str, channel: str, *, interval: float = 1.0, phase: float = 0.0, **kwargs: Any
+    ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, got {interval}")
+        if not 0 <= phase < interval:
+            raise ValueError(f"phase must be in [0, interval), got {phase}")
         super().__init__(base_url, channel, timeout=0.0, **kwargs)
         self.interval = interval
         """Seconds between the starts of two polls."""
+        self.phase = phase
+        """Seconds to wait before the first poll. Many pollers that all start at once poll in lockstep; a
+        random phase each (as real clients that opened their page at different times) spreads them."""
         self._next_at: float | None = None
         """Loop time of the latest slot used."""
 
     async def _before_poll(self) -> None:
         now = asyncio.get_running_loop().time()
         if self._next_at is None:
-            self._next_at = now
+            self._next_at = now + self.phase
+            if self.phase:
+                await asyncio.sleep(self.phase)
             return
         if self._more:
             return

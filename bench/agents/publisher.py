@@ -1,9 +1,13 @@
 """The benchmark's open-loop publisher: its own process, a fixed schedule, never waiting on replies.
 
 Agent layer of the benchmark. Event ``k`` (0-based) has an *intended* send time fixed in
-advance, ``start + offset(k)``, with ``offset(k) = (k // burst) * burst / rate
-+ (k % burst) * burst_gap_ms``: ticks at ``rate / burst`` per second, each a
-burst of ``burst`` events ``burst_gap_ms`` apart. The loop sleeps until an
+advance, ``start + tick(k // burst) + (k % burst) * burst_gap_ms``: ticks at ``rate / burst``
+per second on average, each a burst of ``burst`` events ``burst_gap_ms`` apart. With
+``arrivals = "periodic"`` tick ``j`` is at ``j * burst / rate``; with ``"poisson"`` the gaps between
+ticks are drawn from an exponential distribution of that mean, seeded, so events arrive at random (as
+real ones do, and as the model of long polling's three transits assumes) yet every run can be
+replayed. The warm-up is the ticks before ``warmup_s``; the measured ticks follow until
+``warmup_s + duration_s``. The loop sleeps until an
 event is due and hands its request to a task, without waiting for the answer
 before the next event is due (open loop, so a slow server cannot slow the
 offered load down and hide its own latency: the "coordinated omission" trap).
@@ -16,8 +20,9 @@ every process of one host, so a subscriber computes end-to-end latency as its
 receive monotonic time minus the intended send time. ``warm`` is 1 for events
 of the warm-up, which subscribers deliver but do not count.
 
-The publisher's own lag (actual send start minus intended time) goes into an
-HdrHistogram. It is *behind* (flag ``publisher_behind``, run invalid) when
+The publisher's own lag (the moment its request is written to a connection, minus the intended
+time) goes into an HdrHistogram: taken at the write, so a send that waits for a free connection
+shows as late. It is *behind* (flag ``publisher_behind``, run invalid) when
 its lag p99 exceeds :data:`BEHIND_P99_MS` or any publish failed to be sent.
 
 Process protocol (``python -m bench.agents.publisher``, JSON lines, :mod:`bench.process`): it reads
@@ -31,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -89,21 +95,44 @@ class PublishPlan:
     warmup_s: float = 0.0
     duration_s: float = 1.0
     payload_bytes: int = 32
+    arrivals: str = "periodic"
+    """``periodic`` or ``poisson`` (module docstring)."""
+    seed: int = 0
+    """Seed of the Poisson arrivals."""
+    _ticks: tuple[list[int], int] | None = field(default=None, init=False, repr=False)
+    """The ticks' offsets in ns and how many are warm-up, computed once."""
+
+    def ticks(self) -> tuple[list[int], int]:
+        """Every tick's offset from the start (ns), and how many of them fall in the warm-up."""
+        if self._ticks is None:
+            if self.arrivals == "periodic":
+                warm = event_count(self.warmup_s, self.rate, self.burst, self.burst_gap_ms) // self.burst
+                measured = event_count(self.duration_s, self.rate, self.burst, self.burst_gap_ms) // self.burst
+                tick = [intended_offset_ns(j * self.burst, self.rate, self.burst) for j in range(max(warm, measured))]
+                offsets = tick[:warm] + [round(self.warmup_s * 1e9) + t for t in tick[:measured]]
+            elif self.arrivals == "poisson":
+                rng, t, offsets = random.Random(self.seed), 0.0, []
+                end = self.warmup_s + self.duration_s
+                while (t := t + rng.expovariate(self.rate / self.burst)) < end:
+                    offsets.append(round(t * 1e9))
+                warm = sum(1 for o in offsets if o < self.warmup_s * 1e9)
+            else:
+                raise ValueError(f"arrivals must be periodic or poisson, not {self.arrivals!r}")
+            self._ticks = (offsets, warm)
+        return self._ticks
 
     @property
     def warm_events(self) -> int:
-        return event_count(self.warmup_s, self.rate, self.burst, self.burst_gap_ms)
+        return self.ticks()[1] * self.burst
 
     @property
     def total_events(self) -> int:
-        return self.warm_events + event_count(self.duration_s, self.rate, self.burst, self.burst_gap_ms)
+        return len(self.ticks()[0]) * self.burst
 
     def offset_ns(self, index: int) -> int:
         """Intended time of event ``index`` after the start; measured events start at ``warmup_s``."""
-        warm = self.warm_events
-        if index < warm:
-            return intended_offset_ns(index, self.rate, self.burst, self.burst_gap_ms)
-        return round(self.warmup_s * 1e9) + intended_offset_ns(index - warm, self.rate, self.burst, self.burst_gap_ms)
+        tick, within = divmod(index, self.burst)
+        return self.ticks()[0][tick] + round(within * self.burst_gap_ms * 1e6)
 
 
 @dataclass(slots=True)
@@ -122,7 +151,7 @@ class PublisherReport:
     measured: dict[str, int] = field(default_factory=dict)
     """Measured events acknowledged per channel."""
     lag: LatencyHistogram = field(default_factory=LatencyHistogram)
-    """Send start minus intended time, microseconds, every event."""
+    """Time the request was written minus intended time, microseconds, every event sent."""
 
     @property
     def behind(self) -> bool:
@@ -148,8 +177,9 @@ class PublisherReport:
         }
 
 
-Send = Callable[[str, bytes], Awaitable[int]]
-"""Publish one payload to a channel; returns the assigned seq."""
+Send = Callable[[str, bytes, Callable[[], None]], Awaitable[int]]
+"""Publish one payload to a channel, calling the third argument right before its bytes are written;
+returns the assigned seq."""
 
 
 class HttpPublishPool:
@@ -184,13 +214,17 @@ class HttpPublishPool:
         self._all.append(writer)
         return reader, writer
 
-    async def publish(self, channel: str, body: bytes) -> int:
-        """``POST /channels/<channel>/events``; the assigned seq, or ``ValueError`` for a non-201 answer."""
+    async def publish(self, channel: str, body: bytes, on_write: Callable[[], None] = lambda: None) -> int:
+        """``POST /channels/<channel>/events``; the assigned seq, or ``ValueError`` for a non-201 answer.
+
+        ``on_write`` is called once a connection is free, right before the request is written.
+        """
         conn = await self._idle.get()
         try:
             if conn is None:
                 conn = await self._open()
             reader, writer = conn
+            on_write()
             writer.write(
                 b"POST /channels/%s/events HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                 b"Content-Length: %d\r\n\r\n%s"
@@ -224,9 +258,12 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
     warm = plan.warm_events
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(index: int, channel: str, body: bytes) -> None:
+    async def one(index: int, intended: int, channel: str, body: bytes) -> None:
+        def written() -> None:
+            report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
+
         try:
-            seq = await send(channel, body)
+            seq = await send(channel, body, written)
         except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             report.errors += 1
             return
@@ -245,9 +282,8 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
         delay = intended - time.monotonic_ns()
         if delay > 0:
             await asyncio.sleep(delay / 1e9)
-        report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
         body = encode_payload(index, intended, index < warm, plan.payload_bytes)
-        task = asyncio.create_task(one(index, channel_for(index, plan.channels), body))
+        task = asyncio.create_task(one(index, intended, channel_for(index, plan.channels), body))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -272,7 +308,8 @@ async def _serve() -> None:
         floor = FloorPublisher(host, int(port))
         await floor.connect()
 
-        async def send_floor(channel: str, body: bytes) -> int:
+        async def send_floor(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
+            on_write()  # one pipelined connection: the write happens now
             seq, _ts = await floor.publish(channel, body)
             return seq
 

@@ -12,6 +12,7 @@ import re
 from server.config import RUNTIMES
 
 __all__ = [
+    "ARRIVALS",
     "FLAGS",
     "INVALIDATING_FLAGS",
     "LAYOUTS",
@@ -28,6 +29,8 @@ SCHEMA_VERSION = 1
 TRANSPORTS = ("longpoll", "websocket", "polling", "floor")
 """What a scenario can run: the lab's two routes, interval polling of the long-poll route, the loopback floor."""
 LAYOUTS = ("broadcast", "per-subscriber")
+ARRIVALS = ("periodic", "poisson")
+"""How the publisher spaces its bursts (bench.agents.publisher)."""
 FLAGS = ("loss", "clients_saturated", "publisher_behind", "server_errors")
 INVALIDATING_FLAGS = frozenset({"clients_saturated", "publisher_behind"})
 """Flags that make a run's latency the clients' or the publisher's, not the server's (correctness still counts)."""

@@ -43,7 +43,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-from .names import LAYOUTS, RUNTIMES, TRANSPORTS
+from .names import ARRIVALS, LAYOUTS, RUNTIMES, TRANSPORTS
 
 __all__ = [
     "DEFAULT_FILE",
@@ -176,6 +176,11 @@ class Scenario:
     """Events published back to back per tick (ticks at ``rate / burst`` per second)."""
     burst_gap_ms: float = _spec(_NONNEG)
     """Gap between the events of one burst."""
+    arrivals: str = _spec({"enum": list(ARRIVALS)}, old="periodic")
+    """When bursts are published: ``periodic`` (ticks ``burst / rate`` apart) or ``poisson`` (exponential
+    gaps of mean ``burst / rate``: events arrive at random, as real ones do)."""
+    seed: int = _spec({"type": "integer", "minimum": 0}, old=0)
+    """Seed of the random arrivals and of the pollers' random phases; repetition ``k`` uses ``seed + k``."""
     runtime: str = _spec({"enum": list(RUNTIMES)})
     threads: int = _spec(_int(1))
     connections: int = _spec(_int(1))
@@ -400,6 +405,10 @@ def _build(fields: dict[str, Any], name: str, sweep: str | None, file: str, path
     fields = dict(fields)
     link = fields.pop("link", {})
     fields.setdefault("description", "")
+    for f in dataclasses.fields(Scenario):  # a field with an ``old`` value may be left out: it takes that
+        old = f.metadata.get("old", dataclasses.MISSING)
+        if f.name in SCENARIO_FIELDS and f.name not in fields and old is not dataclasses.MISSING:
+            fields[f.name] = old
     missing = sorted(SCENARIO_FIELDS - {"link"} - set(fields))
     if missing:
         raise _fail(file, path, f"missing field(s) {', '.join(missing)} (set them in [defaults])")

@@ -23,6 +23,7 @@ docs/metrics.md defines every number this writes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import tempfile
 import time
@@ -197,6 +198,8 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         warmup_s=scenario.warmup_s,
         duration_s=scenario.duration_s,
         payload_bytes=scenario.payload_bytes,
+        arrivals=scenario.arrivals,
+        seed=scenario.seed + repetition,
     )
     history = max(10_000, plan.total_events + 1_000)
     server_errors: list[str] = []
@@ -336,8 +339,8 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
 
 
 def _fields(obj: PublishPlan | FleetConfig) -> dict[str, Any]:
-    """A plan or a fleet configuration as the JSON its agent reads."""
-    return {k: getattr(obj, k) for k in type(obj).__dataclass_fields__}
+    """A plan or a fleet configuration as the JSON its agent reads (its constructor's arguments)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
 
 
 def _diff_stats(ends: list[dict[str, int]], starts: list[dict[str, int]]) -> dict[str, int]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import statistics
 import time
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -79,7 +82,8 @@ def test_open_loop_sends_without_waiting_for_answers() -> None:
     async def main() -> PublisherReport:
         seqs = {"a": 0, "b": 0}
 
-        async def send(channel: str, body: bytes) -> int:
+        async def send(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
+            on_write()
             started.append((channel, decode_payload(json.loads(body))[0]))
             if len(started) == plan.total_events:
                 all_started.set()
@@ -102,11 +106,12 @@ def test_open_loop_sends_without_waiting_for_answers() -> None:
 def test_failed_sends_are_counted_and_make_the_publisher_behind() -> None:
     plan = PublishPlan(url="", channels=["a"], rate=1000.0, duration_s=0.005)
 
-    async def send(channel: str, body: bytes) -> int:
+    async def send(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
         raise OSError("connection refused")
 
     report = asyncio.run(run_schedule(plan, send, time.monotonic_ns()))
     assert (report.sent, report.errors) == (0, 5)
+    assert report.lag.count == 0  # nothing was written
     assert report.behind
     assert report.as_dict()["behind_threshold_p99_ms"] == BEHIND_P99_MS
 
@@ -140,3 +145,47 @@ def test_http_pool_publishes_every_event_once(runtime: str) -> None:
 
         seqs = asyncio.run(asyncio.wait_for(main(), 30 * UNIT))
     assert sorted(seqs) == list(range(1, 52))
+
+
+def test_lag_is_taken_when_the_request_is_written_not_when_it_is_due() -> None:
+    """A send that waits 50 ms for a free connection shows 50 ms of lag (a lower bound from the model)."""
+    plan = PublishPlan(url="", channels=["a"], rate=100.0, duration_s=0.03)
+
+    async def send(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
+        await asyncio.sleep(0.05)  # queued behind other requests
+        on_write()
+        return 1
+
+    report = asyncio.run(run_schedule(plan, send, time.monotonic_ns()))
+    assert report.lag.count == 3
+    assert report.lag.summary()["min_us"] >= 49_000
+
+
+def test_poisson_arrivals_are_seeded_random_and_keep_the_rate() -> None:
+    plan = PublishPlan(url="", channels=["a"], rate=100.0, warmup_s=5.0, duration_s=100.0, arrivals="poisson", seed=7)
+    offsets, warm_ticks = plan.ticks()
+    again = PublishPlan(url="", channels=["a"], rate=100.0, warmup_s=5.0, duration_s=100.0, arrivals="poisson", seed=7)
+    assert again.ticks() == (offsets, warm_ticks)  # the same seed, the same schedule
+    other = PublishPlan(url="", channels=["a"], rate=100.0, warmup_s=5.0, duration_s=100.0, arrivals="poisson", seed=8)
+    assert other.ticks()[0] != offsets
+    assert offsets == sorted(offsets) and offsets[-1] < 105e9
+    assert 9_500 < plan.total_events - plan.warm_events < 10_500  # seed 7: deterministic, about 10,000
+    assert all(o < 5e9 for o in offsets[:warm_ticks]) and all(o >= 5e9 for o in offsets[warm_ticks:])
+    gaps = [(b - a) / 1e9 for a, b in itertools.pairwise(offsets)]
+    cv = statistics.pstdev(gaps) / statistics.mean(gaps)
+    assert 0.9 < cv < 1.1  # exponential gaps: standard deviation about the mean (periodic: 0)
+
+
+def test_poisson_bursts_keep_their_gap() -> None:
+    plan = PublishPlan(url="", channels=["a"], rate=20.0, burst=2, burst_gap_ms=3.0, duration_s=5.0, arrivals="poisson")
+    assert plan.total_events % 2 == 0
+    for k in range(0, plan.total_events, 2):
+        assert plan.offset_ns(k + 1) - plan.offset_ns(k) == 3_000_000
+
+
+def test_periodic_plan_matches_the_formula() -> None:
+    plan = PublishPlan(url="", channels=["a"], rate=4.0, burst=2, burst_gap_ms=3.0, warmup_s=0.5, duration_s=1.0)
+    assert [plan.offset_ns(k) for k in range(plan.total_events)] == [
+        0, 3_000_000, 500_000_000, 503_000_000, 1_000_000_000, 1_003_000_000,
+    ]  # fmt: skip
+    assert plan.warm_events == 2
