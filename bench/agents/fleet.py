@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ class FleetConfig:
     poll_interval_s: float | None = None
     compression: bool = False
     throttle: float = 0.0
+    seed: int = 0
+    """Seed of the interval pollers' random phases (each process of a run gets its own)."""
 
 
 @dataclass(slots=True)
@@ -132,7 +135,9 @@ class FleetRecorder:
         self.delivery.record_us((event.recv_ns - event.ts) / 1000)
 
 
-def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Received], None]) -> Subscriber:
+def _make_subscriber(
+    config: FleetConfig, channel: str, on_event: Callable[[Received], None], phase: float = 0.0
+) -> Subscriber:
     if config.transport == "longpoll":
         return LongPollSubscriber(
             config.url,
@@ -147,6 +152,7 @@ def _make_subscriber(config: FleetConfig, channel: str, on_event: Callable[[Rece
             config.url,
             channel,
             interval=config.poll_interval_s or 1.0,
+            phase=phase,
             margin=POLL_MARGIN_S,
             poller=BarePoller(),
             on_event=on_event,
@@ -202,7 +208,10 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     recorder = FleetRecorder()
     stop = asyncio.Event()
     lag = [LatencyHistogram()]
-    subs = [_make_subscriber(config, ch, recorder.on_event) for ch in config.channels]
+    # Interval pollers start at a random phase each, as independent clients would, not in lockstep.
+    rng = random.Random(config.seed)
+    interval = config.poll_interval_s or 1.0
+    subs = [_make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval)) for ch in config.channels]
     tasks = [asyncio.create_task(s.run(stop)) for s in subs]
     helpers = [asyncio.create_task(_ticker(lag, stop))]
     if config.throttle > 0:

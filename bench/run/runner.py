@@ -237,7 +237,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         if publisher is not None:
             plan.url = f"{scheme}://127.0.0.1:{server.port}"
             publisher.send({"cmd": "plan", "plan": _fields(plan)})
-        for fleet, part in zip(fleets, parts, strict=True):
+        for shard_index, (fleet, part) in enumerate(zip(fleets, parts, strict=True)):
             config = FleetConfig(
                 transport=transport,
                 url=f"{scheme}://127.0.0.1:{relay.port}",
@@ -246,6 +246,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 poll_interval_s=scenario.poll_interval_s,
                 compression=scenario.compression,
                 throttle=scenario.throttle,
+                seed=(scenario.seed + repetition) * 1000 + shard_index,
             )
             fleet.send({"cmd": "config", "config": _fields(config)})
         for fleet in fleets:
