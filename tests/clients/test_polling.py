@@ -40,3 +40,29 @@ def test_idle_polls_are_empty_and_ask_for_no_hold(server: ServerProcess, channel
 def test_interval_is_checked(interval: float) -> None:
     with pytest.raises(ValueError, match="interval must be > 0"):
         PollingSubscriber("http://lab", "c", interval=interval)
+
+
+def test_the_first_poll_waits_for_the_phase() -> None:
+    """Phase 1000 s: no poll is made in the time a phase-less poller makes its first one at once."""
+    waiting = ScriptedPoller(answer((1,)))
+    sub = PollingSubscriber("http://lab", "c", interval=2000.0, phase=1000.0, poller=waiting)
+    prompt = ScriptedPoller(answer((1,)))
+    control = PollingSubscriber("http://lab", "c", interval=2000.0, poller=prompt)
+
+    async def both() -> None:
+        await run_until(control, lambda: control.tracker.cursor == 1, timeout=10 * UNIT)
+        stop = asyncio.Event()
+        task = asyncio.create_task(sub.run(stop))
+        await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(task, 10 * UNIT)
+
+    asyncio.run(both())
+    assert prompt.urls == ["http://lab/channels/c/poll?after=0&timeout=0"]
+    assert waiting.urls == []
+
+
+@pytest.mark.parametrize("phase", [-0.1, 1.0, 5.0])
+def test_phase_is_checked(phase: float) -> None:
+    with pytest.raises(ValueError, match=r"phase must be in \[0, interval\)"):
+        PollingSubscriber("http://lab", "c", interval=1.0, phase=phase)
