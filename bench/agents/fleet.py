@@ -46,6 +46,7 @@ from typing import Any
 
 from bench.agents.floor import FloorSubscriber
 from bench.agents.http import BarePoller
+from bench.agents.websocket import LeanWebSocketSubscriber
 from bench.contract.payload import decode_payload
 from bench.process import commands, say
 from clients import (
@@ -158,7 +159,9 @@ def _make_subscriber(
             on_event=on_event,
         )
     if config.transport == "websocket":
-        return WebSocketSubscriber(config.url, channel, compression=config.compression, on_event=on_event)
+        if config.compression:  # permessage-deflate: wsproto's, through clients' subscriber
+            return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
+        return LeanWebSocketSubscriber(config.url, channel, on_event=on_event)  # receive time taken at the read
     if config.transport == "floor":
         host, _, port = config.url.removeprefix("floor://").partition(":")
         return FloorSubscriber(host, int(port), channel, on_event=on_event)
