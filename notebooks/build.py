@@ -307,10 +307,18 @@ plt.show()
 
 
 def span(rows, attr):
-    \"\"\"'a' or 'a to b': the range of one statistic over rows (the rows have it).\"\"\"
+    \"\"\"'a' or 'a to b': the range of one statistic over rows; None when no row has it.\"\"\"
     values = [getattr(t, attr) for t in rows if getattr(t, attr) is not None]
+    if not values:
+        return None
     lo, hi = n(min(values)), n(max(values))
     return lo if lo == hi else f"{lo} to {hi}"
+
+
+def tail(rows):
+    \"\"\"The tail of rows in words: their p99, or their slowest event where too few samples support a p99.\"\"\"
+    p99 = span(rows, "p99")
+    return f"p99 {p99}" if p99 is not None else f"slowest event {span(rows, 'max')} (too few samples for a p99)"
 
 
 def sparsest(series, bursts=False):
@@ -336,22 +344,22 @@ if ws:
 if lp:
     said.append(
         f"Long polling's median at {lp[0].rate_per_subscriber:g} events/s is {span(lp, 'p50')} transits and its "
-        f"p99 {span(lp, 'p99')}: with events this sparse the client was waiting for nearly every one."
+        f"{tail(lp)}: with events this sparse the client was waiting for nearly every one."
     )
 busy = [t for t in TRANSITS if t.series == "longpoll" and t.burst == 1 and t.p50 is not None and lp
         and t.rate_per_subscriber > lp[0].rate_per_subscriber]
 if busy:
     said.append(
         f"At {busy[-1].rate_per_subscriber:g} events/s over {busy[-1].one_way_ms:g} ms its median is "
-        f"{n(busy[-1].p50)} transits and its p99 {n(busy[-1].p99)}: events published while a poll travels "
+        f"{n(busy[-1].p50)} transits and its {tail(busy[-1:])}: events published while a poll travels "
         "wait for the next one (section 4, batching)."
     )
 lp_b, ws_b = sparsest("longpoll", bursts=True), sparsest("websocket", bursts=True)
 if lp_b:
     said.append(
-        f"With events in bursts ({lp_b[0].technique}), long polling's p99 is {span(lp_b, 'p99')} transits, "
+        f"With events in bursts ({lp_b[0].technique}), long polling's {tail(lp_b)} transits, "
         "against the model's worst case of three"
-        + (f"; WebSocket's p99 in the same scenario is {span(ws_b, 'p99')}" if ws_b else "")
+        + (f"; WebSocket's {tail(ws_b)} in the same scenario" if ws_b else "")
         + ": the second event of each burst waits for a fresh request to cross the link."
     )
 polls = [t for t in TRANSITS if t.series.startswith("polling") and t.p50 is not None]

@@ -107,13 +107,18 @@ def run_server(
     *args: str,
     env: dict[str, str] | None = None,
     log_dir: Path | None = None,
+    port: int = 0,
 ) -> Iterator[ServerProcess]:
-    """Start the server, wait for ``/healthz``, yield it, stop it in ``finally``."""
+    """Start the server, wait for ``/healthz``, yield it, stop it in ``finally``.
+
+    ``port`` 0 (the default) lets the server pick a free one and announce it; a test that must restart a
+    server on the same address passes the first one's port.
+    """
     log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
     log = log_dir / f"lab-server-{runtime}-{os.getpid()}-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         child = Child(
-            ["-m", "server", "--runtime", runtime, "--port", "0", *args],
+            ["-m", "server", "--runtime", runtime, "--port", str(port), *args],
             log=out,
             env={**os.environ, **(env or {})},
             name=f"the {runtime} server",

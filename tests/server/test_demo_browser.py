@@ -21,7 +21,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import support
 from tests.support import ROOT, UNIT, run_server, wait_until
 
 pytestmark = pytest.mark.browser
@@ -208,7 +207,7 @@ def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
             page.screenshot(path=str(ROOT / target), full_page=True)
 
 
-def test_panes_reconnect_after_the_server_restarts(page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_panes_reconnect_after_the_server_restarts(page: Any) -> None:
     """A restarted memory bus is behind both cursors: each pane reconnects and gets a reset notice."""
     with run_server("gevent") as first:
         port = first.port
@@ -219,8 +218,7 @@ def test_panes_reconnect_after_the_server_restarts(page: Any, monkeypatch: pytes
         wait_for_events(page, 5)
     page.wait_for_selector('[data-pane="websocket"] .conn[data-state="retrying"]')
     # The page knows one address: start the second server on the first one's port.
-    monkeypatch.setattr(support, "free_port", lambda: port)
-    with run_server("gevent") as second:
+    with run_server("gevent", port=port) as second:
         assert second.port == port
         with httpx.Client(base_url=second.url, timeout=5 * UNIT) as http:
             for n in range(1, 4):
