@@ -9,13 +9,22 @@ hold a gthread thread (or a gevent greenlet) for as long as it kept going;
 two hundred of them took a 100-thread server out. Each client socket is
 wrapped in :class:`HeaderDeadline` while gunicorn reads a request's head:
 every ``recv`` waits at most until the deadline (``LAB_HEADER_TIMEOUT``,
-10 s by default, from when a thread or greenlet takes the connection). Past
+10 s by default, from when gthread queues the connection for a thread, or
+from when gevent's greenlet takes it). Past
 it the client gets ``408`` and the connection is closed. The deadline is
 disarmed when the request reaches the app, so bodies, held polls and
 WebSockets are not cut by it. gthread arms it for every request on a
 connection; gevent for the first one (gunicorn's gevent worker already
 bounds the wait for later requests on a kept-alive connection by
 ``keepalive``, 75 s here).
+
+**Closing never waits on the client.** gunicorn 27's gthread worker closes
+a connection that is not kept alive "gracefully" on its main thread: it
+half-closes, then reads what the client still sends until the client closes
+or 2 s pass. A client that keeps its socket after a ``Connection: close``
+answer (a ``503`` refusal read and left open) so stalled the main loop 2 s
+each: no accepts, no keep-alive service, for anyone. :class:`HeaderDeadline`
+makes that drain take only what has already arrived.
 
 **File descriptors.** gunicorn's gthread worker re-raises ``EMFILE`` from
 ``accept()``, which kills the worker (and with it a memory bus's history).
@@ -59,12 +68,14 @@ class HeaderDeadline:
     raw socket under a gevent one, included), so the app sees no difference.
     """
 
-    __slots__ = ("deadline", "inner", "seconds")
+    __slots__ = ("deadline", "draining", "inner", "seconds")
 
     def __init__(self, inner: socket.socket, seconds: float) -> None:
         self.inner = inner
         self.seconds = seconds
         self.deadline: float | None = None
+        self.draining = False
+        """Half-closed by gunicorn (``shutdown(SHUT_WR)``): reads take what is there, never wait."""
 
     def arm(self) -> None:
         self.deadline = time.monotonic() + self.seconds
@@ -72,7 +83,15 @@ class HeaderDeadline:
     def disarm(self) -> None:
         self.deadline = None
 
+    def shutdown(self, how: int) -> None:
+        if how == socket.SHUT_WR:
+            self.draining = True
+        self.inner.shutdown(how)
+
     def recv(self, size: int, *flags: int) -> bytes:
+        if self.draining:
+            self.inner.settimeout(0.0)  # BlockingIOError when nothing is there: the drain stops
+            return self.inner.recv(size, *flags)
         if self.deadline is None:
             return self.inner.recv(size, *flags)
         remaining = self.deadline - time.monotonic()
@@ -118,10 +137,16 @@ class LabThreadWorker(ThreadWorker):  # type: ignore[misc]
             self.log.warning("accept: out of file descriptors (%s); pausing %s s", exc, EMFILE_PAUSE)
             time.sleep(EMFILE_PAUSE)
 
-    def handle(self, conn: Any) -> Any:
+    def enqueue_req(self, conn: Any) -> None:
+        # Armed when the connection is queued for a thread, not when a thread
+        # takes it: a slow client queued behind others is already late, and
+        # is answered 408 at once instead of holding a thread for the full time.
         if not isinstance(conn.sock, HeaderDeadline):
             conn.sock = HeaderDeadline(conn.sock, _header_timeout(self))
         conn.sock.arm()
+        super().enqueue_req(conn)
+
+    def handle(self, conn: Any) -> Any:
         try:
             return super().handle(conn)
         finally:
