@@ -342,3 +342,29 @@ def test_polling_interval_is_recorded_only_for_polling() -> None:
     scenario = next(s for s in load_profile("smoke").scenarios if "polling" in s.transports)
     assert scenario.block("polling")["poll_interval_s"] == scenario.poll_interval_s
     assert scenario.block("longpoll")["poll_interval_s"] is None
+
+
+@pytest.mark.parametrize(("profile", "minimum"), [("quick", 200), ("full", 1000)])
+def test_every_latency_scenario_measures_enough_samples(profile: str, minimum: int) -> None:
+    """Enough latency samples that p99 is a percentile, not the maximum (quick: 200, full: 1,000)."""
+    from bench.agents.publisher import PublishPlan
+
+    short = []
+    for s in load_profile(profile).scenarios:
+        if s.idle:
+            continue
+        plan = PublishPlan(
+            url="", channels=list(dict.fromkeys(s.channels)), rate=s.rate, burst=s.burst,
+            burst_gap_ms=s.burst_gap_ms, warmup_s=s.warmup_s, duration_s=s.duration_s, arrivals=s.arrivals,
+            seed=s.seed + 1,
+        )  # fmt: skip
+        measured = plan.total_events - plan.warm_events
+        samples = measured * s.subscribers if s.layout == "broadcast" else measured
+        if samples < minimum:
+            short.append(f"{s.name}: {samples}")
+    assert short == []
+
+
+def test_the_delay_sweep_has_random_arrivals_in_full() -> None:
+    delay = [s for s in load_profile("full").scenarios if s.sweep and s.sweep.startswith("delay")]
+    assert {s.arrivals for s in delay} == {"periodic", "poisson"}
