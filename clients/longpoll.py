@@ -89,7 +89,8 @@ class LongPollSubscriber(Subscriber):
         while True:
             await self._before_poll()
             answer = await self.poller.get(f"{self._url}?after={self.tracker.cursor}&timeout={hold}", patience)
-            recv_ns, recv_mono_ns = now_ns()
+            # The time the poller read the answer's last byte, else now (a poller that does not say).
+            recv_ns, recv_mono_ns = (answer.recv_ns, answer.recv_mono_ns) if answer.recv_ns else now_ns()
             self._on_response(answer)
             self._on_answer(json.loads(answer.body), recv_ns, recv_mono_ns)
 

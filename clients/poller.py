@@ -13,6 +13,10 @@ The contract of a poller:
 - ``get(url, timeout)`` sends ``GET url`` and returns the answer's status
   and body, whatever the status (refusals are the subscriber's business),
   and whether a new TCP connection was opened for it;
+- it says when the answer's last byte was read (``PollAnswer.recv_ns`` and
+  ``recv_mono_ns``), as close to the socket read as it can: the subscriber
+  stamps every event of the answer with that time (0: the time ``get``
+  returns);
 - it raises :class:`OSError` (``ConnectionError``, ``TimeoutError``) when
   the exchange failed and a new connection might succeed: the subscriber
   then reconnects with backoff; anything else propagates as a bug or a
@@ -30,9 +34,12 @@ module makes has no cap, since every held poll occupies one connection).
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import httpx
+
+from .subscriber import now_ns
 
 __all__ = ["CONNECT_TIMEOUT", "HttpxPoller", "PollAnswer", "Poller", "make_http_client"]
 
@@ -40,8 +47,13 @@ CONNECT_TIMEOUT = 10.0
 """Seconds to open a TCP connection (a loaded server may accept slowly)."""
 
 
-class PollAnswer(NamedTuple):
-    """One HTTP answer to a poll, as a :class:`Poller` returns it."""
+@dataclass(frozen=True, slots=True)
+class PollAnswer:
+    """One HTTP answer to a poll, as a :class:`Poller` returns it.
+
+    Two answers are equal when the server said the same (status, body) over the same kind of
+    connection: the receive times are not compared.
+    """
 
     status: int
     """The HTTP status code."""
@@ -49,6 +61,11 @@ class PollAnswer(NamedTuple):
     """The response body (JSON from the lab server)."""
     new_connection: bool
     """A new TCP connection was opened to send this request (counted in ``SubscriberStats.connections``)."""
+    recv_ns: int = field(default=0, compare=False)
+    """``time.time_ns()`` when the answer's last byte was read; 0: the poller does not say (the
+    subscriber then takes the time when :meth:`Poller.get` returns)."""
+    recv_mono_ns: int = field(default=0, compare=False)
+    """``time.monotonic_ns()`` at the same moment (0 with ``recv_ns``)."""
 
 
 class Poller(Protocol):
@@ -113,7 +130,8 @@ class HttpxPoller:
             raise TimeoutError(f"GET {url}: {exc!r}") from exc
         except httpx.TransportError as exc:
             raise ConnectionError(f"GET {url}: {exc!r}") from exc
-        return PollAnswer(response.status_code, response.content, opened)
+        recv_ns, recv_mono_ns = now_ns()  # httpx read the body inside get(): the nearest moment after it
+        return PollAnswer(response.status_code, response.content, opened, recv_ns, recv_mono_ns)
 
     async def aclose(self) -> None:
         own, self._own = self._own, None

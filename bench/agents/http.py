@@ -17,11 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Iterable
+from typing import SupportsIndex
 from urllib.parse import urlsplit
 
-from clients import PollAnswer
+from clients import PollAnswer, now_ns
 
-__all__ = ["BarePoller", "read_response"]
+__all__ = ["BarePoller", "StampedReader", "read_response"]
+
+READ_LIMIT = 2**16
+"""The stream reader's buffer limit (asyncio's default)."""
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
@@ -46,6 +51,34 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     return int(parts[1]), body, close
 
 
+class StampedReader(asyncio.StreamReader):
+    """A :class:`asyncio.StreamReader` that notes when its protocol last fed it bytes.
+
+    ``feed_data`` is called from the transport's ``data_received``, the moment the bytes were read
+    from the socket; ``read_response`` returns later, once the task that awaited it runs again.
+    The lab's server sends nothing on a keep-alive connection but the answer to the request
+    written, so when a response has been read, the last bytes fed are the ones that completed it.
+    """
+
+    fed_ns: int = 0
+    """``time.time_ns()`` when bytes were last fed."""
+    fed_mono_ns: int = 0
+    """``time.monotonic_ns()`` at the same moment."""
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.fed_ns, self.fed_mono_ns = now_ns()
+        super().feed_data(data)
+
+
+async def _open_stamped(host: str, port: int) -> tuple[StampedReader, asyncio.StreamWriter]:
+    """:func:`asyncio.open_connection` with a :class:`StampedReader`."""
+    loop = asyncio.get_running_loop()
+    reader = StampedReader(limit=READ_LIMIT, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
 class BarePoller:
     """:class:`clients.Poller` over one bare asyncio HTTP/1.1 keep-alive connection: the fleet's.
 
@@ -55,12 +88,13 @@ class BarePoller:
     request (about 1.5 ms) saturated the fleet at 100 long-polling subscribers, so the numbers
     measured the clients. The connection is opened at the first :meth:`get`, and again after a
     failed exchange, a ``Connection: close`` or a request to another origin; ``timeout`` bounds the
-    connect and the whole exchange.
+    connect and the whole exchange. Each answer carries the time its last byte was read
+    (:class:`StampedReader`), not the later time the awaiting task resumed.
     """
 
     def __init__(self) -> None:
         self._origin: tuple[str, int] | None = None
-        self._reader: asyncio.StreamReader | None = None
+        self._reader: StampedReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def get(self, url: str, timeout: float) -> PollAnswer:
@@ -74,13 +108,14 @@ class BarePoller:
             async with asyncio.timeout(timeout):
                 if reader is None or writer is None or origin != self._origin:
                     self._close()
-                    reader, writer = await asyncio.open_connection(*origin)
+                    reader, writer = await _open_stamped(*origin)
                     self._reader, self._writer, self._origin, new = reader, writer, origin, True
                     sock = writer.get_extra_info("socket")
                     if sock is not None:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 writer.write(request)
                 status, body, close = await read_response(reader)
+                recv_ns, recv_mono_ns = reader.fed_ns, reader.fed_mono_ns
         except BaseException as exc:  # the connection is in an unknown state: never reuse it
             self._close()
             if isinstance(exc, EOFError | asyncio.LimitOverrunError):
@@ -88,7 +123,7 @@ class BarePoller:
             raise
         if close:
             self._close()
-        return PollAnswer(status, body, new)
+        return PollAnswer(status, body, new, recv_ns, recv_mono_ns)
 
     async def aclose(self) -> None:
         """Close the connection, if one is open, and wait until it is."""

@@ -115,3 +115,14 @@ def test_timeout_answers_are_counted_empty(server: ServerProcess, channel: str) 
     assert sub.tracker.cursor == 0
     assert sub.stats.requests == sub.stats.empty_responses
     assert sub.stats.connections >= 1
+
+
+def test_events_carry_the_time_the_poller_read_the_answer() -> None:
+    """A poller that says when it read an answer: every event of it carries that time; one that does not: now."""
+    stamped = answer((1, 2))
+    stamped = PollAnswer(stamped.status, stamped.body, False, recv_ns=111, recv_mono_ns=222)
+    poller = ScriptedPoller(stamped, answer((3,)))
+    _sub, got = play(poller, lambda sub: sub.tracker.cursor >= 3)
+    assert [(r.seq, r.recv_ns, r.recv_mono_ns) for r in got[:2]] == [(1, 111, 222), (2, 111, 222)]
+    assert got[2].recv_ns > 10**18 and got[2].recv_mono_ns > 0  # taken by the subscriber when get returned
+    assert stamped == PollAnswer(stamped.status, stamped.body, False)  # times are not part of equality

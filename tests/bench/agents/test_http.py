@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from bench.agents.http import BarePoller, read_response
+from bench.agents.http import BarePoller, StampedReader, read_response
 from clients import PollAnswer
 from tests.support import UNIT
 
@@ -137,3 +138,37 @@ def test_a_late_answer_is_a_timeout_error() -> None:
 
     with pytest.raises(TimeoutError):
         asyncio.run(main())
+
+
+def test_an_answer_carries_the_time_its_last_byte_was_fed() -> None:
+    """The stamp is taken where the bytes are read (``feed_data``), not when the awaiting task resumes."""
+
+    async def main() -> tuple[int, int, int]:
+        reader = StampedReader()
+        reader.feed_data(b"HTTP/1.1 200 OK\r\nContent-Le")
+        reader.feed_data(b"ngth: 2\r\n\r\n{}")
+        fed = reader.fed_mono_ns
+        time.sleep(0.02)  # the loop is busy elsewhere before the reading task runs
+        await read_response(reader)
+        return fed, reader.fed_mono_ns, time.monotonic_ns()
+
+    fed, stamp, read = asyncio.run(main())
+    assert stamp == fed
+    assert read - stamp >= 20_000_000
+
+
+def test_bare_poller_answers_carry_the_read_time() -> None:
+    async def main() -> tuple[int, PollAnswer, int]:
+        server, port, _ = await serve_once([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"])
+        poller = BarePoller()
+        try:
+            before = time.monotonic_ns()
+            got = await poller.get(f"http://127.0.0.1:{port}/p", 5 * UNIT)
+            return before, got, time.monotonic_ns()
+        finally:
+            await poller.aclose()
+            server.close()
+
+    before, got, after = asyncio.run(main())
+    assert before < got.recv_mono_ns <= after
+    assert abs(got.recv_ns - time.time_ns()) < 60 * 10**9  # a wall-clock time, in ns
