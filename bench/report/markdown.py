@@ -32,7 +32,7 @@ from bench.contract.schema import Result, Run, min_samples
 from .charts import Chart, write_charts
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
 from .load import load_run
-from .tables import bytes_per_event, format_number, markdown_table
+from .tables import BEYOND_ONE_TRANSIT, beyond_one_transit, bytes_per_event, format_number, markdown_table
 from .targets import evaluate
 
 __all__ = ["SUMMARY_COLUMNS", "main", "summary_rows", "summary_table", "write_report"]
@@ -335,6 +335,41 @@ def _summary_sections(run: Run) -> list[str]:
     ]
 
 
+def _tail_section(run: Run) -> list[str]:
+    """Long polling's share of events beyond one transit under Poisson arrivals, against the model."""
+    rows = beyond_one_transit(run)
+    if not rows:
+        return []
+    lines = [
+        "## Long polling under random arrivals: events beyond one transit",
+        "",
+        "With events arriving at random (Poisson, rate λ per subscriber) over a link of round trip RTT, an "
+        "event that arrives while no poll is held at the server (the answer to the previous one is on its way "
+        "back, the next poll on its way out) waits for it: it pays more than one transit, up to three. The "
+        "chance of that is `1 - exp(-λ·RTT)`. Measured: the share of delivery latencies above "
+        f"{BEYOND_ONE_TRANSIT:g} one-way delays, over the valid repetitions.",
+        "",
+    ]
+    return (
+        lines
+        + _table(
+            ("scenario", "one-way (ms)", "λ (ev/s)", "samples", "measured share", "model 1 - exp(-λ·RTT)"),
+            [
+                (
+                    r.scenario,
+                    f"{r.one_way_ms:g}",
+                    f"{r.rate_per_subscriber:g}",
+                    f"{r.samples:,}",
+                    f"{r.measured:.1%}",
+                    f"{r.model:.1%}",
+                )
+                for r in rows
+            ],
+        )
+        + [""]
+    )
+
+
 def _kaazing_section(run: Run) -> list[str]:
     clients = [f"{n:,} clients" for n in PAPER_CLIENTS]
     paper = [
@@ -425,6 +460,7 @@ def _markdown(run: Run, charts: Sequence[Chart]) -> str:
         "",
         *_summary_sections(run),
         "",
+        *_tail_section(run),
         *_kaazing_section(run),
         "",
         *_chart_sections(charts),

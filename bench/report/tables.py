@@ -15,6 +15,7 @@ averaged away. A row whose repetitions are all invalid has ``None`` numbers.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -26,12 +27,15 @@ from bench.contract.schema import Result, Run
 from .sweeps import find_sweeps
 
 __all__ = [
+    "BEYOND_ONE_TRANSIT",
     "BatchingRow",
     "CostRow",
     "IdleRow",
     "LossTotals",
     "Series",
+    "TailRow",
     "TransitRow",
+    "beyond_one_transit",
     "by_series",
     "bytes_per_event",
     "cost_rows",
@@ -436,3 +440,65 @@ def loss_totals(run: Run) -> LossTotals:
         failed=tuple(f.file for f in run.failed),
         not_run=run.missing,
     )
+
+
+# --- long polling's tail under random arrivals ---------------------------------------------------
+
+
+BEYOND_ONE_TRANSIT = 1.1
+"""An event counts as "beyond one transit" when its delivery latency exceeds 1.1 one-way delays: the margin
+keeps loopback and scheduling noise out; events that waited less than a tenth of a transit for a poll are
+missed, which undercounts the model's share by at most a twentieth of it (their wait is spread over the
+round trip, two transits)."""
+
+
+@dataclass(frozen=True)
+class TailRow:
+    """Long polling under Poisson arrivals at one delay: the share of events beyond one transit, and the model's."""
+
+    scenario: str
+    one_way_ms: float
+    rate_per_subscriber: float
+    samples: int
+    """Delivery latencies counted (valid repetitions)."""
+    measured: float
+    """Share of them above :data:`BEYOND_ONE_TRANSIT` one-way delays."""
+    model: float
+    """``1 - exp(-λ·RTT)``: the chance an event arrives while no poll is held at the server (λ the rate per
+    subscriber, RTT two one-way delays): after each answer, the next poll takes a round trip to arrive."""
+
+
+def beyond_one_transit(run: Run) -> list[TailRow]:
+    """Long polling's share of events beyond one transit, per delay, for scenarios with Poisson arrivals."""
+    rows = []
+    by_scenario: dict[str, list[Result]] = defaultdict(list)
+    for r in run.results:
+        sc = r.scenario
+        if sc.transport == "longpoll" and sc.arrivals == "poisson" and sc.link.one_way_ms > 0 and r.valid:
+            by_scenario[sc.name].append(r)
+    for name, results in sorted(by_scenario.items(), key=lambda kv: kv[1][0].scenario.link.one_way_ms):
+        sc = results[0].scenario
+        threshold_us = BEYOND_ONE_TRANSIT * sc.link.one_way_ms * 1000
+        total = beyond = 0
+        for r in results:
+            hist = r.delivery.histogram()
+            total += hist.get_total_count()
+            beyond += sum(
+                item.count_added_in_this_iter_step
+                for item in hist.get_recorded_iterator()
+                if item.value_iterated_to > threshold_us
+            )
+        if total == 0:
+            continue
+        rtt_s = 2 * sc.link.one_way_ms / 1000
+        rows.append(
+            TailRow(
+                scenario=name,
+                one_way_ms=sc.link.one_way_ms,
+                rate_per_subscriber=sc.rate_per_subscriber,
+                samples=total,
+                measured=beyond / total,
+                model=1 - math.exp(-sc.rate_per_subscriber * rtt_s),
+            )
+        )
+    return rows

@@ -103,3 +103,15 @@ def test_cli_refuses_a_bad_run(tmp_path, capsys):
     (run_dir / "rate-1--floor--r1.json").write_text("{}")
     assert main([str(run_dir)]) == 2
     assert "rate-1--floor--r1.json" in capsys.readouterr().err
+
+
+def test_the_tail_section_appears_with_poisson_delay_scenarios(tmp_path):
+    specs = [
+        Spec("delay-poisson-50", "delay-poisson", one_way_ms=50, rate=5, arrivals="poisson", transports=("longpoll",))
+    ]
+    run_dir = write_synthetic_run(tmp_path / "run", specs)
+    write_report(run_dir)
+    report = (run_dir / "REPORT.md").read_text()
+    section = report.split("## Long polling under random arrivals: events beyond one transit")[1].split("\n## ")[0]
+    assert "| delay-poisson-50 | 50 | 5 | 50 |" in section
+    assert "39.3%" in section  # 1 - exp(-5 x 0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from bench.contract.schema import Run
 from bench.report import load_run
 from bench.report.tables import (
+    beyond_one_transit,
     by_series,
     bytes_per_event,
     cost_rows,
@@ -230,3 +232,18 @@ def test_markdown_table_escapes_pipes_and_newlines():
         "| x\\|y | 1 2 |",
         "| 3 | None |",
     ]
+
+
+def test_long_pollings_share_beyond_one_transit_against_the_model(tmp_path) -> None:
+    """The synthetic long poll pays 1, 1, 1, 2 or 3 transits at random: 2 events in 5 are beyond one."""
+    specs = [
+        Spec("delay-poisson-50", "delay-poisson", one_way_ms=50, rate=5, arrivals="poisson", transports=("longpoll",)),
+        Spec("delay-poisson-0", "delay-poisson", one_way_ms=0, rate=5, arrivals="poisson", transports=("longpoll",)),
+        Spec("delay-50", "delay", one_way_ms=50, rate=5, transports=("longpoll",)),  # periodic: not this table
+    ]
+    rows = beyond_one_transit(load_run(write_synthetic_run(tmp_path / "run", specs)))
+    assert [row.scenario for row in rows] == ["delay-poisson-50"]  # Poisson, under a delay, long poll only
+    (row,) = rows
+    assert row.samples == 2 * 25  # two repetitions of 25 events
+    assert 0.2 < row.measured < 0.6  # 2/5 expected; 50 samples
+    assert row.model == pytest.approx(1 - math.exp(-5 * 0.1))
