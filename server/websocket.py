@@ -40,6 +40,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, request
 from simple_websocket import ConnectionClosed, Server
+from wsproto.events import CloseConnection, Message, TextMessage
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
@@ -111,10 +112,11 @@ class _Writer:
     """A WebSocket's socket with one writer at a time: what simple-websocket and the session write through.
 
     Quacks like the socket simple-websocket expects (``send``, ``recv``,
-    ``fileno``, ``close``). Every write takes :attr:`lock` (re-entrant, so
-    the session may hold it across a read of the bus and its write) and first
-    sends :attr:`pending`, the tail of a frame the fast path could only
-    partly write.
+    ``fileno``, ``close``). Every write holds :attr:`lock` and first sends
+    :attr:`pending`, the tail of a frame the fast path could only partly
+    write. The lock is a plain one, not re-entrant (under gevent an
+    ``RLock`` costs twice as much on the fast path): methods say whether
+    they take it or expect it held.
     """
 
     def __init__(self, sock: Any) -> None:
@@ -122,7 +124,7 @@ class _Writer:
         """The runtime's socket (a gevent socket under gevent)."""
         self.raw: socket.socket = getattr(sock, "_sock", sock)
         """The OS socket under it: ``send``/``sendmsg`` with ``MSG_DONTWAIT`` never block nor yield."""
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.pending = b""
         """Unsent tail of a frame; written before anything else. Guarded by :attr:`lock`."""
 
@@ -133,11 +135,10 @@ class _Writer:
         data: bytes = self.sock.recv(size)
         return data
 
-    def sendall(self, data: bytes) -> None:
-        """Write ``data`` whole, after what is pending; blocks until the socket took it."""
-        with self.lock:
-            self.flush()
-            self.sock.sendall(data)
+    def write(self, data: bytes) -> None:
+        """Write ``data`` whole, after what is pending; the caller holds :attr:`lock`."""
+        self.flush()
+        self.sock.sendall(data)
 
     def flush(self) -> None:
         """Write what is pending; the caller holds :attr:`lock`."""
@@ -155,8 +156,7 @@ class _Writer:
             self.abort()
             raise TimeoutError(f"no write finished on this WebSocket for {CONTROL_WAIT:g} s")
         try:
-            self.flush()
-            self.sock.sendall(data)
+            self.write(data)
         finally:
             self.lock.release()
         return len(data)
@@ -212,6 +212,9 @@ class LabWebSocket(Server):  # type: ignore[misc]
     have arrived, so a header claiming 2**62 bytes held the connection open).
     """
 
+    connected: bool
+    """simple-websocket's: false once either side has closed."""
+
     def __init__(self, environ: dict[str, Any], **options: Any) -> None:
         environ = dict(environ)
         for key in ("werkzeug.socket", "gunicorn.socket"):
@@ -224,22 +227,36 @@ class LabWebSocket(Server):  # type: ignore[misc]
         super().__init__(environ, **options)
 
     def send(self, data: str | bytes) -> None:
-        """Encode and write one message under the writer's lock (deflate state and socket in one order)."""
+        """Encode and write one message (takes the writer's lock: deflate state and socket in one order)."""
         with self.writer.lock:
-            super().send(data)
+            self.write_message(data)
+
+    def write_message(self, data: str | bytes) -> None:
+        """Encode and write one message; the caller holds the writer's lock."""
+        if not self.connected:
+            raise ConnectionClosed(self.close_reason, self.close_message)
+        event = Message(data=data) if isinstance(data, bytes) else TextMessage(data=data)
+        self.writer.write(self.ws.send(event))
 
     def close(self, reason: int | None = None, message: str | None = None) -> None:
-        """Send a close frame; if no write can start within :data:`CONTROL_WAIT`, abort instead."""
+        """Send a close frame; if no write can start within :data:`CONTROL_WAIT`, abort instead.
+
+        simple-websocket's own, but writing through the writer while
+        holding its lock (the reader calls it on a ping timeout).
+        """
+        if not self.connected:
+            raise ConnectionClosed(self.close_reason, self.close_message)
         if not self.writer.lock.acquire(timeout=CONTROL_WAIT):
             self.connected = False
             self.writer.abort()
             self.event.set()
             return
         try:
-            super().close(reason, message)
+            self.writer.write(self.ws.send(CloseConnection(reason or CloseReason.NORMAL_CLOSURE, message)))
         except OSError:
-            self.connected = False
+            pass
         finally:
+            self.connected = False
             self.writer.lock.release()
 
     def _handle_events(self) -> bool:
@@ -457,13 +474,13 @@ class WebSocketSession:
         frames.extend(e.wire for e in batch.events)
         if self.compressed:
             for payload in frames:
-                self.ws.send(payload.decode("utf-8"))
+                self.ws.write_message(payload.decode("utf-8"))
         else:
             parts: list[bytes] = []
             for payload in frames:
                 parts.append(frame_header(len(payload)))
                 parts.append(payload)
-            self._writer.sendall(b"".join(parts))
+            self._writer.write(b"".join(parts))
         self.delivered += len(batch.events)
         self.bytes_sent += sum(len(e.wire) for e in batch.events)
 
@@ -476,9 +493,9 @@ class WebSocketSession:
         with self._writer.lock:
             self._check_open()
             if self.compressed:
-                self.ws.send(payload.decode("utf-8"))
+                self.ws.write_message(payload.decode("utf-8"))
             else:
-                self._writer.sendall(frame_header(len(payload)) + payload)
+                self._writer.write(frame_header(len(payload)) + payload)
 
     def _handle(self, message: str | bytes) -> None:
         """One client message (docs/protocol.md, "Client to server")."""

@@ -62,6 +62,8 @@ Python refuses to convert integers of more than 4,300 digits
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 """A JSON string in valid JSON text (what the depth scan skips)."""
+_JSON_WHITESPACE = " \t\n\r"
+"""The white space JSON allows around a value (RFC 8259 section 2)."""
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -146,7 +148,7 @@ def parse_payload(body: bytes) -> bytes:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidPayload(f"body is not UTF-8: {exc.reason}") from None
-    text = text.strip()
+    text = text.strip(_JSON_WHITESPACE)  # str.strip() would also take U+0085, U+2028...: not JSON's
     if not text:
         raise InvalidPayload("body is empty: send one JSON value")
     stored = text.encode("utf-8")

@@ -41,6 +41,10 @@ def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def test_only_json_white_space_is_stripped() -> None:
+    assert parse_payload(b" \t\r\n[1]\n ") == b"[1]"
+
+
 def test_the_deepest_payload_allowed_is_kept_as_sent() -> None:
     assert parse_payload(nested(MAX_DEPTH)) == nested(MAX_DEPTH)
     mixed = b'{"a":' * (MAX_DEPTH - 1) + b'["[[[["]' + b"}" * (MAX_DEPTH - 1)
@@ -74,7 +78,7 @@ def test_longer_numbers_are_refused(literal: str) -> None:
 
 
 def test_bad_json_is_still_bad_json() -> None:
-    for body in (b"", b"{", b"NaN", b"\xff", b"[1] [2]"):
+    for body in (b"", b"{", b"NaN", b"\xff", b"[1] [2]", "\u00850".encode(), "1\u2028".encode(), b"\x0c1"):
         with pytest.raises(InvalidPayload) as caught:
             parse_payload(body)
         assert caught.value.error == "bad_json"
