@@ -71,6 +71,7 @@ class RawClient:
         self._part: list[str] = []
         self.pongs: list[bytes] = []
         self.closes: list[CloseConnection] = []
+        self.pings = 0
 
     def ping(self, payload: bytes) -> None:
         data = self.conn.send(Ping(payload))
@@ -98,6 +99,8 @@ class RawClient:
                     self._part = []
             elif isinstance(event, Pong):
                 self.pongs.append(bytes(event.payload))
+            elif isinstance(event, Ping):
+                self.pings += 1
             elif isinstance(event, CloseConnection):
                 self.closes.append(event)
         return True
@@ -163,6 +166,32 @@ def test_a_frame_header_announcing_2_62_bytes_is_closed_1009_at_once(server: Ser
         pass
     client.sock.close()
     assert [(c.code, c.reason) for c in client.closes] == [(1009, "Message is too big")]
+
+
+PING_INTERVAL = 0.5 * UNIT
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def pinging_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    with run_server(request.param, "--ws-ping-interval", str(PING_INTERVAL)) as proc:
+        yield proc
+
+
+def test_server_pings_go_through_the_writer_and_time_out_with_1008(pinging_server: ServerProcess) -> None:
+    """The reader's own pings and its close on a missing pong take the same writer, during pushes too."""
+    channel = f"pings-{pinging_server.runtime}"
+    client = RawClient(pinging_server.port, f"/channels/{channel}/ws")
+    client.sock.setblocking(True)
+    client.sock.settimeout(10 * UNIT)
+    with httpx.Client(base_url=pinging_server.url, timeout=10 * UNIT, headers=JSON) as http:
+        for i in range(5):
+            assert http.post(f"/channels/{channel}/events", content=json.dumps({"i": i})).status_code == 201
+    while not client.closes and client.read_some(65536):
+        pass  # never answering the server's pings
+    client.sock.close()
+    assert client.pings >= 1
+    assert [(c.code, c.reason) for c in client.closes] == [(1008, "Ping/Pong timeout")]
+    assert [json.loads(t)["seq"] for t in client.texts] == [1, 2, 3, 4, 5]
 
 
 def frames_of(data: bytes) -> list[Any]:
