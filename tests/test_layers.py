@@ -25,7 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "clients": ("clients",),
     "bench.contract": ("bench.contract", "server.config"),
     "bench.process": ("bench.process",),
-    "bench.agents": ("bench.agents", "bench.contract", "bench.process", "clients", "server.bus.core"),
+    "bench.agents": ("bench.agents", "bench.contract", "bench.process", "clients"),
     "bench.link": ("bench.link", "bench.contract", "bench.process"),
     "bench.run": (
         "bench.run",

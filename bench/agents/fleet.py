@@ -2,12 +2,16 @@
 
 Agent layer of the benchmark. One fleet process (``python -m bench.agents.fleet``) is
 one asyncio loop running many subscribers of one transport (``longpoll``,
-``websocket``, ``polling`` from :mod:`clients`, or ``floor``: the line
-protocol of :mod:`bench.agents.floor`), each subscriber on its own connection, all
-through the relay's port. Long-poll and polling subscribers are
+``websocket``, ``polling``, or ``floor``: the WebSocket subscriber against the loopback floor
+:mod:`bench.agents.floor`), each subscriber on its own connection, straight to the server (or
+through the relay when the scenario emulates a link). Long-poll and polling subscribers are
 :mod:`clients`' own, each given a :class:`bench.agents.http.BarePoller` (one bare
-keep-alive HTTP/1.1 connection; see there why not httpx) as its poller. For every *measured* event (a payload of
-:func:`bench.contract.payload.encode_payload` with ``warm`` 0) it records:
+keep-alive HTTP/1.1 connection; see there why not httpx) as its poller; the WebSocket one is
+:class:`bench.agents.websocket.LeanWebSocketSubscriber`. Every byte they write and read is counted in
+one :class:`bench.agents.meter.WireMeter` per process, reported with the statistics.
+
+For every *measured* event (a payload of :func:`bench.contract.payload.encode_payload` with ``warm`` 0)
+it records:
 
 - end-to-end latency: receive ``monotonic_ns`` minus the payload's intended
   send time (same host, same clock), in microseconds;
@@ -44,8 +48,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.agents.floor import FloorSubscriber
 from bench.agents.http import BarePoller
+from bench.agents.meter import WireMeter
 from bench.agents.websocket import LeanWebSocketSubscriber
 from bench.contract.payload import decode_payload
 from bench.process import commands, say
@@ -98,7 +102,7 @@ class FleetConfig:
 
     transport: str
     url: str
-    """The relay's base URL (``http://127.0.0.1:port``); floor: ``floor://127.0.0.1:port``."""
+    """The server's (or the floor's, or the relay's in front of either) base URL, ``http://127.0.0.1:port``."""
     channels: list[str]
     """One entry per subscriber: the channel it subscribes to."""
     poll_timeout_s: float = 25.0
@@ -137,15 +141,20 @@ class FleetRecorder:
 
 
 def _make_subscriber(
-    config: FleetConfig, channel: str, on_event: Callable[[Received], None], phase: float = 0.0
+    config: FleetConfig,
+    channel: str,
+    on_event: Callable[[Received], None],
+    phase: float = 0.0,
+    meter: WireMeter | None = None,
 ) -> Subscriber:
+    """One subscriber of ``config.transport``; the lean ones count their bytes in ``meter``."""
     if config.transport == "longpoll":
         return LongPollSubscriber(
             config.url,
             channel,
             timeout=config.poll_timeout_s,
             margin=POLL_MARGIN_S,
-            poller=BarePoller(),
+            poller=BarePoller(meter),
             on_event=on_event,
         )
     if config.transport == "polling":
@@ -155,16 +164,14 @@ def _make_subscriber(
             interval=config.poll_interval_s or 1.0,
             phase=phase,
             margin=POLL_MARGIN_S,
-            poller=BarePoller(),
+            poller=BarePoller(meter),
             on_event=on_event,
         )
-    if config.transport == "websocket":
-        if config.compression:  # permessage-deflate: wsproto's, through clients' subscriber
-            return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
-        return LeanWebSocketSubscriber(config.url, channel, on_event=on_event)  # receive time taken at the read
-    if config.transport == "floor":
-        host, _, port = config.url.removeprefix("floor://").partition(":")
-        return FloorSubscriber(host, int(port), channel, on_event=on_event)
+    if config.transport == "websocket" and config.compression:
+        # permessage-deflate: wsproto's, through clients' subscriber (its bytes are metered by the relay)
+        return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
+    if config.transport in ("websocket", "floor"):  # the floor speaks the same WebSocket to the same client
+        return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)
     raise ValueError(f"unknown transport {config.transport!r}")
 
 
@@ -214,7 +221,8 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     # Interval pollers start at a random phase each, as independent clients would, not in lockstep.
     rng = random.Random(config.seed)
     interval = config.poll_interval_s or 1.0
-    subs = [_make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval)) for ch in config.channels]
+    meter = WireMeter()
+    subs = [_make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval), meter) for ch in config.channels]
     tasks = [asyncio.create_task(s.run(stop)) for s in subs]
     helpers = [asyncio.create_task(_ticker(lag, stop))]
     if config.throttle > 0:
@@ -235,7 +243,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
             if cmd["cmd"] == "window":
                 lag[0] = LatencyHistogram()
                 cpu0, wall0 = time.process_time_ns(), time.monotonic()
-                say({"window": _total_stats(subs)})
+                say({"window": _total_stats(subs), "wire": meter.as_dict()})
             elif cmd["cmd"] == "drain":
                 last_published = last = {str(k): int(v) for k, v in cmd["last_seq"].items()}
                 until = time.monotonic() + float(cmd["timeout"])
@@ -247,7 +255,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
                 used = (cpu1 - cpu0) / 1e9
                 cpu_percent = 100.0 * used / max(wall1 - wall0, 1e-9)
                 drained = all(s.tracker.cursor >= last.get(s.channel, 0) for s in subs)
-                say({"drained": drained, "stats": _total_stats(subs)})
+                say({"drained": drained, "stats": _total_stats(subs), "wire": meter.as_dict()})
             elif cmd["cmd"] == "stop":
                 break
     finally:
@@ -268,6 +276,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
         "foreign": recorder.foreign,
         "counters": counters.as_dict(),
         "stats": _total_stats(subs),
+        "wire": meter.as_dict(),
         "end_to_end": recorder.end_to_end.encode(),
         "delivery": recorder.delivery.encode(),
         "clamped": {"end_to_end": recorder.end_to_end.clamped, "delivery": recorder.delivery.clamped},

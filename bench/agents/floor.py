@@ -1,19 +1,21 @@
-"""The loopback floor: the same events pushed over bare asyncio TCP.
+"""The loopback floor: the least a push server can do, measured through the fleet's own WebSocket path.
 
-What this machine can do at all, measured in every run so each chart can show
-how far long polling and WebSocket are from it. The floor server uses the
-bus's own sans-I/O core (:class:`server.bus.core.ChannelLog`), so events get
-the same seq, ts and serialization, and skips everything a transport adds:
-no HTTP, no framing beyond a newline, no threads, no greenlets. Fan-out
-writes each event's bytes to every subscriber's transport without awaiting,
-as ``websockets.broadcast`` does.
+Agent layer of the benchmark. What this machine can do at all, measured in every run so each chart can
+show how far long polling and WebSocket are from it. The floor speaks just enough of the lab's protocol
+(docs/protocol.md) that the fleet and the publisher use it exactly as they use the real server: the same
+:class:`bench.agents.websocket.LeanWebSocketSubscriber`, the same
+:class:`bench.agents.publisher.HttpPublishPool`, the same byte meter. What it leaves out is everything a
+server adds: no Flask, no WSGI, no bus, no locks, no threads or greenlets, no validation beyond what it
+needs to answer. So its latency is a floor in the strict sense: the same client path with no server logic.
 
-Line protocol (newline-terminated, ASCII commands):
-
-- subscriber sends ``SUB <channel> <after>``; receives one line per event
-  (the event object), or ``{"type":"gap",...}`` / ``{"type":"reset",...}``
-  lines first, as on the WebSocket;
-- publisher sends ``PUB <channel> <json>``; receives ``OK <seq> <ts>``.
+- ``POST /channels/<channel>/events`` (``Content-Length`` body, the event's JSON ``data``): the event gets
+  the next seq of its channel and the wall clock as ``ts``, is serialized as the lab does
+  (``{"channel":...,"seq":...,"ts":...,"data":...}``), framed once (an unmasked text frame) and written to
+  every subscriber's transport without awaiting, as ``websockets.broadcast`` does; the answer is ``201``
+  with ``{"channel", "seq", "ts"}``, keep-alive.
+- ``GET /channels/<channel>/ws?after=<seq>`` with an Upgrade: ``101``, then the frames of every event after
+  ``seq`` (kept in memory for the run), then each new one. A close frame from the client is answered and the
+  connection closed; anything else it sends is ignored.
 
 ``python -m bench.agents.floor --port 0`` prints ``{"port": N}`` when listening (:mod:`bench.process`).
 """
@@ -22,42 +24,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
-import json
+import hashlib
 import os
 import signal
+import socket
+import struct
 import time
 from collections import defaultdict
-from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from bench.process import Child, say
-from clients import Subscriber, now_ns
-from server.bus.core import Batch, ChannelLog, InvalidPayload, parse_payload, valid_channel
 
-__all__ = ["FloorProcess", "FloorPublisher", "FloorServer", "FloorSubscriber", "encode_notices"]
+__all__ = ["FloorProcess", "FloorServer", "server_frame"]
 
-HISTORY = 1_000_000
-"""Events the floor retains per channel: a whole benchmark run."""
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_BODY = 16 << 20
+"""Largest publish body the floor reads, bytes (the benchmark's payloads are far smaller)."""
 
 
-def encode_notices(batch: Batch) -> list[bytes]:
-    """Gap and reset notices of a batch as lines (same objects as the WebSocket's)."""
-    lines = []
-    if batch.reset:  # first: the gap is relative to the reset cursor
-        lines.append(json.dumps({"type": "reset", **batch.reset.as_dict()}, separators=(",", ":")).encode() + b"\n")
-    if batch.gap:
-        lines.append(json.dumps({"type": "gap", **batch.gap.as_dict()}, separators=(",", ":")).encode() + b"\n")
-    return lines
+def server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """An unmasked, final server frame (RFC 6455 5.2) carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
 
 
 class FloorServer:
-    """An asyncio TCP server pushing events to line-protocol subscribers."""
+    """The floor's state: per channel, the frames so far and the subscribers' transports."""
 
-    def __init__(self, history: int = HISTORY) -> None:
-        self.history = history
-        self.channels: dict[str, ChannelLog] = {}
-        self.subscribers: defaultdict[str, set[asyncio.BaseTransport]] = defaultdict(set)
-        self.delivered = 0
+    def __init__(self) -> None:
+        self.frames: defaultdict[str, list[bytes]] = defaultdict(list)
+        """Every event's frame per channel, in seq order (seq ``k`` at index ``k - 1``)."""
+        self.subscribers: defaultdict[str, set[asyncio.Transport]] = defaultdict(set)
         self.writers: set[asyncio.StreamWriter] = set()
         """Open connections, closed at shutdown so their handlers end on EOF, not on cancellation."""
 
@@ -67,68 +72,84 @@ class FloorServer:
         while self.writers:
             await asyncio.sleep(0.01)
 
-    def _log(self, channel: str) -> ChannelLog:
-        log = self.channels.get(channel)
-        if log is None:
-            log = self.channels[channel] = ChannelLog(channel, self.history)
-        return log
+    def publish(self, channel: str, data: bytes) -> bytes:
+        """Append, frame once, write to every subscriber; the ``201`` answer's body."""
+        frames = self.frames[channel]
+        seq, ts = len(frames) + 1, time.time_ns()
+        event = b'{"channel":"%s","seq":%d,"ts":%d,"data":%s}' % (channel.encode("ascii"), seq, ts, data)
+        frame = server_frame(event)
+        frames.append(frame)
+        for transport in self.subscribers[channel]:
+            transport.write(frame)
+        return b'{"channel":"%s","seq":%d,"ts":%d}' % (channel.encode("ascii"), seq, ts)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One connection: a subscriber or a publisher, by its first command."""
+        """One connection: keep-alive publishes, or one WebSocket subscriber."""
         sock = writer.get_extra_info("socket")
         if sock is not None:
-            import socket
-
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        subscribed: str | None = None
-        transport = writer.transport
         self.writers.add(writer)
         try:
-            while line := await reader.readline():
-                verb, _, rest = line.rstrip(b"\r\n").partition(b" ")
-                if verb == b"PUB":
-                    target, _, body = rest.partition(b" ")
-                    writer.write(self._publish(target.decode("ascii", "replace"), body))
-                elif verb == b"SUB" and subscribed is None:
-                    name, _, after = rest.decode("ascii", "replace").partition(" ")
-                    if not valid_channel(name) or not after.isdigit():
-                        writer.write(b'{"type":"error","detail":"SUB <channel> <after>"}\n')
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, _, rest = head.partition(b"\r\n")
+                method, target, _ = line.split(b" ", 2)
+                headers = {
+                    name.strip().lower(): value.strip()
+                    for name, _, value in (h.partition(b":") for h in rest.split(b"\r\n") if h)
+                }
+                parts = urlsplit(target.decode("ascii"))
+                path = parts.path.split("/")
+                if method == b"POST" and len(path) == 4 and path[1] == "channels" and path[3] == "events":
+                    length = int(headers.get(b"content-length", b"0"))
+                    if length > MAX_BODY:
                         break
-                    batch = self._log(name).read(int(after), self.history)
-                    writer.writelines([*encode_notices(batch), *(e.wire + b"\n" for e in batch.events)])
-                    self.subscribers[name].add(transport)
-                    subscribed = name
-                else:
-                    writer.write(b'{"type":"error","detail":"unknown command"}\n')
+                    body = self.publish(path[2], (await reader.readexactly(length)).strip())
+                    writer.write(
+                        b"HTTP/1.1 201 CREATED\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                        % (len(body), body)
+                    )
+                elif method == b"GET" and len(path) == 4 and path[1] == "channels" and path[3] == "ws":
+                    after = int(parse_qs(parts.query).get("after", ["0"])[0])
+                    await self._subscribe(path[2], after, headers[b"sec-websocket-key"], reader, writer)
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+                else:
+                    writer.write(b"HTTP/1.1 404 NOT FOUND\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, KeyError):
             pass
         finally:
-            if subscribed is not None:
-                self.subscribers[subscribed].discard(transport)
             self.writers.discard(writer)
             writer.close()
 
-    def _publish(self, channel: str, body: bytes) -> bytes:
-        if not valid_channel(channel):
-            return b"ERR bad_channel\n"
+    async def _subscribe(
+        self, channel: str, after: int, key: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        catch_up = self.frames[channel][max(0, after) :]
+        transport.writelines(
+            [
+                b"HTTP/1.1 101 SWITCHING PROTOCOLS\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept,
+                *catch_up,
+            ]
+        )
+        self.subscribers[channel].add(transport)
         try:
-            data = parse_payload(body)
-        except InvalidPayload as exc:
-            return f"ERR bad_json {exc}\n".encode()
-        event = self._log(channel).append(data, time.time_ns())
-        line = event.wire + b"\n"
-        for transport in self.subscribers.get(channel, ()):
-            if not transport.is_closing():
-                transport.write(line)  # type: ignore[attr-defined]
-                self.delivered += 1
-        return b"OK %d %d\n" % (event.seq, event.ts)
+            while data := await reader.read(65536):
+                if data[0] & 0x0F == 0x8:  # a close frame (the client's frames start each read in practice)
+                    transport.write(server_frame(b"\x03\xe8", opcode=0x8))
+                    break
+        finally:
+            self.subscribers[channel].discard(transport)
 
 
 async def serve(host: str, port: int) -> None:
     """Listen until SIGTERM/SIGINT; print ``{"port": N}`` once listening."""
     floor = FloorServer()
-    server = await asyncio.start_server(floor.handle, host, port)
+    server = await asyncio.start_server(floor.handle, host, port, limit=MAX_BODY + 65536)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -137,84 +158,9 @@ async def serve(host: str, port: int) -> None:
     async with server:
         await stop.wait()
         server.close()
-        await asyncio.wait_for(floor.close_connections(), 5)
-
-
-class FloorPublisher:
-    """An asyncio publisher for the floor server (one connection, pipelined)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._pending: asyncio.Queue[asyncio.Future[tuple[int, int]]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def connect(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._task = asyncio.create_task(self._read_acks())
-
-    async def _read_acks(self) -> None:
-        assert self._reader is not None
-        while line := await self._reader.readline():
-            future = await self._pending.get()
-            parts = line.split()
-            if parts[0] == b"OK":
-                future.set_result((int(parts[1]), int(parts[2])))
-            else:
-                future.set_exception(RuntimeError(line.decode(errors="replace").strip()))
-
-    async def publish(self, channel: str, data: bytes) -> tuple[int, int]:
-        """Send one event (JSON text without newlines); return ``(seq, ts)``."""
-        if self._writer is None:
-            await self.connect()
-        assert self._writer is not None
-        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._pending.put_nowait(future)
-        self._writer.write(b"PUB %s %s\n" % (channel.encode("ascii"), data))
-        return await future
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(ConnectionError):
-                await self._writer.wait_closed()
-
-
-class FloorSubscriber(Subscriber):
-    """A floor subscriber: the lab's accounting and latency over bare TCP lines.
-
-    Shares :class:`clients.Subscriber` with the real transports,
-    so the floor's numbers are computed exactly as theirs are.
-    """
-
-    transport = "floor"
-    retry_on = (OSError, asyncio.IncompleteReadError)
-
-    def __init__(self, host: str, port: int, channel: str, **kwargs: Any) -> None:
-        super().__init__(channel, **kwargs)
-        self.host = host
-        self.port = port
-
-    async def _session(self) -> None:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 24)
-        try:
-            self.stats.connections += 1
-            writer.write(b"SUB %s %d\n" % (self.channel.encode("ascii"), self.tracker.cursor))
-            stats = self.stats
-            while line := await reader.readline():
-                recv_ns, recv_mono_ns = now_ns()
-                stats.frames += 1
-                stats.payload_bytes += len(line)
-                self._on_message(json.loads(line), recv_ns, recv_mono_ns)
-            raise ConnectionResetError("the floor server closed the connection")
-        finally:
-            writer.close()
+        await floor.close_connections()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 5)
 
 
 class FloorProcess(Child):

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from clients import PollAnswer, now_ns
 
+from .meter import WireMeter
+
 __all__ = ["BarePoller", "StampedReader", "read_response"]
 
 READ_LIMIT = 2**16
@@ -64,16 +66,23 @@ class StampedReader(asyncio.StreamReader):
     """``time.time_ns()`` when bytes were last fed."""
     fed_mono_ns: int = 0
     """``time.monotonic_ns()`` at the same moment."""
+    meter: WireMeter | None = None
+    """Where the bytes read are counted, if anywhere."""
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         self.fed_ns, self.fed_mono_ns = now_ns()
+        if self.meter is not None:
+            self.meter.down += len(data)  # type: ignore[arg-type]
         super().feed_data(data)
 
 
-async def _open_stamped(host: str, port: int) -> tuple[StampedReader, asyncio.StreamWriter]:
-    """:func:`asyncio.open_connection` with a :class:`StampedReader`."""
+async def _open_stamped(
+    host: str, port: int, meter: WireMeter | None = None
+) -> tuple[StampedReader, asyncio.StreamWriter]:
+    """:func:`asyncio.open_connection` with a :class:`StampedReader` (counting into ``meter``)."""
     loop = asyncio.get_running_loop()
     reader = StampedReader(limit=READ_LIMIT, loop=loop)
+    reader.meter = meter
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await loop.create_connection(lambda: protocol, host, port)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
@@ -92,7 +101,9 @@ class BarePoller:
     (:class:`StampedReader`), not the later time the awaiting task resumed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, meter: WireMeter | None = None) -> None:
+        self.meter = meter
+        """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         self._origin: tuple[str, int] | None = None
         self._reader: StampedReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -108,12 +119,14 @@ class BarePoller:
             async with asyncio.timeout(timeout):
                 if reader is None or writer is None or origin != self._origin:
                     self._close()
-                    reader, writer = await _open_stamped(*origin)
+                    reader, writer = await _open_stamped(*origin, self.meter)
                     self._reader, self._writer, self._origin, new = reader, writer, origin, True
                     sock = writer.get_extra_info("socket")
                     if sock is not None:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 writer.write(request)
+                if self.meter is not None:
+                    self.meter.up += len(request)
                 status, body, close = await read_response(reader)
                 recv_ns, recv_mono_ns = reader.fed_ns, reader.fed_mono_ns
         except BaseException as exc:  # the connection is in an unknown state: never reuse it

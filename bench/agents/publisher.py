@@ -42,7 +42,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.agents.floor import FloorPublisher
 from bench.agents.http import read_response
 from bench.contract.payload import encode_payload
 from bench.process import commands, say
@@ -87,7 +86,7 @@ class PublishPlan:
     """What to publish: the schedule, the channels, where to."""
 
     url: str
-    """Server base URL (``http://...``), or ``floor://host:port`` for the loopback floor."""
+    """Server (or floor) base URL, ``http://host:port``."""
     channels: list[str]
     rate: float
     burst: int = 1
@@ -301,24 +300,10 @@ async def _serve() -> None:
             break
     if plan is None:
         return
-    send: Send
-    close: Callable[[], Awaitable[None]]
-    if plan.url.startswith("floor://"):
-        host, _, port = plan.url.removeprefix("floor://").partition(":")
-        floor = FloorPublisher(host, int(port))
-        await floor.connect()
-
-        async def send_floor(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
-            on_write()  # one pipelined connection: the write happens now
-            seq, _ts = await floor.publish(channel, body)
-            return seq
-
-        send, close = send_floor, floor.close
-    else:
-        host, _, port = plan.url.removeprefix("http://").partition(":")
-        pool = HttpPublishPool(host, int(port))
-        await pool.connect()  # the keep-alive connections are open before the clock starts
-        send, close = pool.publish, pool.close
+    host, _, port = plan.url.removeprefix("http://").partition(":")
+    pool = HttpPublishPool(host, int(port))  # the lab's server or the floor: the same publish
+    await pool.connect()  # the keep-alive connections are open before the clock starts
+    send: Send = pool.publish
     try:
         say({"ready": True})
         async for command in stream:
@@ -327,7 +312,7 @@ async def _serve() -> None:
                 say({"report": report.as_dict()})
                 break
     finally:
-        await close()
+        await pool.close()
 
 
 def main() -> None:

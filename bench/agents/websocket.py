@@ -26,7 +26,8 @@ subscribers x 100 events/s that made the lab report 2.5 to 4 times the server's 
   (as wsproto's error does in clients' subscriber); a message above ``max_size``, close ``1009``, is
   refused for good. A handshake refused with a ``4xx`` is a :class:`clients.SubscriberError`, a ``5xx``
   reconnects;
-- ``TCP_NODELAY`` is on (the pongs and the close frame are small writes).
+- ``TCP_NODELAY`` is on (the pongs and the close frame are small writes);
+- every byte written and read is counted in a :class:`bench.agents.meter.WireMeter`, the handshake apart.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ from urllib.parse import quote, urlsplit
 
 from bench.agents.frames import MAX_SIZE, Close, Control, FrameParser, Message, Opcode, ProtocolError, close, pong
 from clients import HandshakeRejected, Subscriber, SubscriberError
+
+from .meter import WireMeter
 
 __all__ = ["HANDSHAKE_TIMEOUT", "LeanWebSocketSubscriber", "WebSocketClosed", "accept_key"]
 
@@ -102,10 +105,22 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(self.request)
+        self._write(self.request, head=True)
+
+    def _write(self, data: bytes, head: bool = False) -> None:
+        """Write ``data``, counted in the subscriber's meter (as a handshake header block if ``head``)."""
+        assert self.transport is not None
+        meter = self.sub.meter
+        if meter is not None:
+            meter.up += len(data)
+            if head:
+                meter.head_up += len(data)
+        self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         recv_ns, recv_mono_ns = time.time_ns(), time.monotonic_ns()  # once per read, for every message in it
+        if self.sub.meter is not None:
+            self.sub.meter.down += len(data)
         try:
             if self.parser is None:
                 data = self._handshake(data)
@@ -171,6 +186,9 @@ class _Connection(asyncio.Protocol):
             raise ConnectionResetError("101 with a wrong Sec-WebSocket-Accept")
         if headers.get(b"sec-websocket-extensions"):
             raise ConnectionResetError("101 with an extension none was offered")
+        if self.sub.meter is not None:
+            self.sub.meter.head_down += end + 4
+            self.sub.meter.heads += 1
         self.head = bytearray()
         self.parser = FrameParser(self.sub.max_size)
         self.opened.set_result(None)
@@ -196,7 +214,7 @@ class _Connection(asyncio.Protocol):
                 sub._on_message(json.loads(message), recv_ns, recv_mono_ns)
             elif isinstance(message, Control):
                 if message.opcode is Opcode.PING and self.transport is not None:
-                    self.transport.write(pong(message.payload))
+                    self._write(pong(message.payload))
             elif isinstance(message, Close):
                 self._close(message.code, message.reason, by_server=True)
                 return
@@ -206,7 +224,7 @@ class _Connection(asyncio.Protocol):
     def _close(self, code: int, reason: str, *, by_server: bool) -> None:
         """Send a close frame (``code``; an echo of the server's), end the session with it, close the transport."""
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(close(None if code == 1005 else code, reason if not by_server else ""))
+            self._write(close(None if code == 1005 else code, reason if not by_server else ""))
             self.transport.close()
         self._end(WebSocketClosed(code, reason, by_server))
 
@@ -221,7 +239,7 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if self.parser is not None and not self.parser.closed:
-                transport.write(close(1000))
+                self._write(close(1000))
             transport.close()
         for future in (self.opened, self.done):  # retrieved, so asyncio never logs them as lost
             if future.done() and not future.cancelled():
@@ -239,8 +257,12 @@ class LeanWebSocketSubscriber(Subscriber):
     transport = "websocket"
     retry_on = (OSError,)
 
-    def __init__(self, base_url: str, channel: str, *, max_size: int = MAX_SIZE, **kwargs: Any) -> None:
+    def __init__(
+        self, base_url: str, channel: str, *, max_size: int = MAX_SIZE, meter: WireMeter | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(channel, **kwargs)
+        self.meter = meter
+        """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "ws"):
             raise ValueError(f"not an http:// or ws:// URL: {base_url!r}")

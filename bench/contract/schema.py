@@ -132,7 +132,9 @@ RESULT_SCHEMA: dict[str, Any] = _obj(
                 "handshake": _obj({"up": _INT0, "down": _INT0, "connections": _INT0}),
                 "steady": _obj({"up": _INT0, "down": _INT0}),
                 "per_event": _obj({"up": _RATIO, "down": _RATIO}),
-            }
+            },
+            # who counted: the relay in the data path, or the clients' own byte meter (absent: the relay)
+            optional={"meter": {"enum": ["relay", "client"]}},
         ),
         "http": _obj({"requests": _INT0, "requests_per_event": _RATIO, "empty_responses": _INT0}),
         "server": _obj(

@@ -131,6 +131,7 @@ def assemble_result(
         "counters": counters,
         "latency": {"end_to_end": latency_block(fleet["end_to_end"]), "delivery": latency_block(fleet["delivery"])},
         "bytes": {
+            "meter": relay_window.get("meter", "relay"),
             "handshake": {k: int(relay_window["handshake"][k]) for k in ("up", "down", "connections")},
             "steady": {"up": int(steady["up"]), "down": int(steady["down"])},
             "per_event": {"up": _ratio(steady["up"], delivered), "down": _ratio(steady["down"], delivered)},

@@ -2,10 +2,12 @@
 
 Run layer of the benchmark, the orchestrator. For each run it starts, in this order:
 the server (``python -m server`` with the scenario's runtime and flags, or the
-loopback floor :mod:`bench.agents.floor`), probed until ready; a relay
-(:mod:`bench.link`) in front of it with the scenario's link, which meters
-bytes; the open-loop publisher (:mod:`bench.agents.publisher`, straight to the
-server); the client fleet (:mod:`bench.agents.fleet` processes, through the relay).
+loopback floor :mod:`bench.agents.floor`), probed until ready; when the scenario
+emulates a link, a relay (:mod:`bench.link`) in front of it, which delays and
+meters bytes (otherwise nothing stands between the clients and the server and
+the fleet meters its own bytes); the open-loop publisher
+(:mod:`bench.agents.publisher`, straight to the server); the client fleet
+(:mod:`bench.agents.fleet` processes).
 Then the schedule: the publisher starts at ``T0``; warm-up events are
 published until ``T0 + warmup_s``, when the measurement window opens (relay,
 server CPU and fleet snapshots); it closes when every subscriber has
@@ -178,6 +180,15 @@ def _relay_totals(snap: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _wire_totals(answers: list[dict[str, Any]]) -> dict[str, int]:
+    """The fleet processes' byte meters (their ``wire`` totals), added up: the relay's snapshot keys."""
+    total = {"up": 0, "down": 0, "head_up": 0, "head_down": 0, "heads": 0}
+    for answer in answers:
+        for key in total:
+            total[key] += int(answer["wire"][key])
+    return total
+
+
 def _sleep_until(mono_ns: int) -> None:
     delay = (mono_ns - time.monotonic_ns()) / 1e9
     if delay > 0:
@@ -225,22 +236,26 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             stack.callback(publisher.stop)
         server = launch_server(scenario, transport, history, log)
         stack.callback(server.stop)
-        relay = RelayProcess(("127.0.0.1", server.port), scenario.link).start()  # connects upstream per connection
-        stack.callback(relay.stop)
+        # The relay is in the data path only to emulate a link (and for compressed WebSocket, whose client is
+        # clients' own, which has no byte meter); otherwise the fleet connects straight to the server and its
+        # subscribers count their own bytes (bench.agents.meter).
+        relay: RelayProcess | None = None
+        if not scenario.link.is_loopback or (transport == "websocket" and scenario.compression):
+            relay = RelayProcess(("127.0.0.1", server.port), scenario.link).start()  # one upstream per connection
+            stack.callback(relay.stop)
         # Runs first on the way out: every process gets SIGTERM at once, then each stop() waits for its own.
         for child in [server.child, *fleets, *([publisher] if publisher else [])]:
             stack.callback(child.terminate)
         server.wait_ready()
-        mark("server and relay ready")
+        mark("server ready" + (" behind the relay" if relay else ""))
         rss_start = server.rss_bytes()
-        scheme = "floor" if transport == "floor" else "http"
         if publisher is not None:
-            plan.url = f"{scheme}://127.0.0.1:{server.port}"
+            plan.url = f"http://127.0.0.1:{server.port}"  # straight to the server, never through the relay
             publisher.send({"cmd": "plan", "plan": _fields(plan)})
         for shard_index, (fleet, part) in enumerate(zip(fleets, parts, strict=True)):
             config = FleetConfig(
                 transport=transport,
-                url=f"{scheme}://127.0.0.1:{relay.port}",
+                url=f"http://127.0.0.1:{relay.port if relay else server.port}",
                 channels=part,
                 poll_timeout_s=scenario.poll_timeout_s,
                 poll_interval_s=scenario.poll_interval_s,
@@ -273,12 +288,12 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         if publisher is not None:
             publisher.send({"cmd": "start", "t0": t0})
         _sleep_until(t0 + round(scenario.warmup_s * 1e9))
-        relay0, cpu0, stats0 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
-        window_stats0 = []
+        cpu0, stats0 = server.cpu_seconds(), server.stats()
         for fleet in fleets:
             fleet.send({"cmd": "window"})
-        for fleet in fleets:
-            window_stats0.append(fleet.expect("window", READY_TIMEOUT_S)["window"])
+        opened = [fleet.expect("window", READY_TIMEOUT_S) for fleet in fleets]
+        wire0 = _relay_totals(relay.snapshot()) if relay else _wire_totals(opened)
+        window_stats0 = [w["window"] for w in opened]
         pub_report: dict[str, Any] | None = None
         last_seq: dict[str, int] = {}
         if publisher is not None:
@@ -292,7 +307,8 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             fleet.send({"cmd": "drain", "last_seq": last_seq, "timeout": drain_timeout})
         drained = [fleet.expect("drained", drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
         mark("drained")
-        relay1, cpu1, stats1 = _relay_totals(relay.snapshot()), server.cpu_seconds(), server.stats()
+        wire1 = _relay_totals(relay.snapshot()) if relay else _wire_totals(drained)
+        cpu1, stats1 = server.cpu_seconds(), server.stats()
         rss_end = server.rss_bytes()
         if server.exited():
             server_errors.append("the server exited during the run")
@@ -313,15 +329,15 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
     if merged["errors"]:
         server_errors.extend(merged["errors"])
     handshake = {"up": 0, "down": 0, "connections": 0}
-    if transport == "websocket":
-        handshake = {"up": relay1["head_up"], "down": relay1["head_down"], "connections": relay1["heads"]}
+    if transport in ("websocket", "floor"):
+        handshake = {"up": wire1["head_up"], "down": wire1["head_down"], "connections": wire1["heads"]}
     steady = {
-        "up": relay1["up"] - relay0["up"] - (relay1["head_up"] - relay0["head_up"]),
-        "down": relay1["down"] - relay0["down"] - (relay1["head_down"] - relay0["head_down"]),
+        "up": wire1["up"] - wire0["up"] - (wire1["head_up"] - wire0["head_up"]),
+        "down": wire1["down"] - wire0["down"] - (wire1["head_down"] - wire0["head_down"]),
     }
-    if transport != "websocket":
+    if transport not in ("websocket", "floor"):
         # HTTP requests each carry their headers: they are steady-state bytes (docs/results.md).
-        steady = {"up": relay1["up"] - relay0["up"], "down": relay1["down"] - relay0["down"]}
+        steady = {"up": wire1["up"] - wire0["up"], "down": wire1["down"] - wire0["down"]}
     requests = 0
     if stats0 and stats1:
         requests = stats1["requests"]["longpoll"] - stats0["requests"]["longpoll"]
@@ -332,7 +348,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         wall_s=time.monotonic() - t_start,
         publisher=pub_report,
         fleet=merged,
-        relay_window={"steady": steady, "handshake": handshake},
+        relay_window={"steady": steady, "handshake": handshake, "meter": "relay" if relay else "client"},
         server_window={"cpu_s": cpu1 - cpu0, "rss_bytes": rss_end, "rss_start_bytes": rss_start, "requests": requests},
         idle_seconds=idle_seconds,
         server_errors=server_errors,

@@ -18,7 +18,7 @@ from bench.agents.fleet import (
     merge_reports,
     saturation_reasons,
 )
-from bench.agents.floor import FloorProcess, FloorPublisher
+from bench.agents.floor import FloorProcess
 from bench.agents.publisher import HttpPublishPool
 from bench.contract.payload import encode_payload
 from bench.process import Child
@@ -122,21 +122,22 @@ def run_fleet_process(tmp_path: Path, throttle: float, events: int) -> dict[str,
     log = (tmp_path / "fleet.log").open("wb")
     fleet = Child(["-m", "bench.agents.fleet"], log=log)
     try:
-        config = FleetConfig("floor", f"floor://127.0.0.1:{floor.port}", ["c", "c"], throttle=throttle)
+        config = FleetConfig("floor", f"http://127.0.0.1:{floor.port}", ["c", "c"], throttle=throttle)
         fleet.send({"cmd": "config", "config": dataclasses.asdict(config)})
         assert fleet.expect("ready", 30 * UNIT)["ready"] is True
         fleet.send({"cmd": "window"})
         fleet.expect("window", 30 * UNIT)
 
         async def publish() -> int:
-            pub = FloorPublisher("127.0.0.1", floor.port)
+            pool = HttpPublishPool("127.0.0.1", floor.port, connections=1)
+            await pool.connect()
             seq = 0
             try:
                 for i in range(events):
-                    seq, _ = await pub.publish("c", encode_payload(i, time.monotonic_ns(), i == 0, 40))
+                    seq = await pool.publish("c", encode_payload(i, time.monotonic_ns(), i == 0, 40))
                     await asyncio.sleep(0.05)
             finally:
-                await pub.close()
+                await pool.close()
             return seq
 
         last = asyncio.run(publish())

@@ -1,27 +1,38 @@
-"""The loopback floor: same seq/ts/serialization as the bus, exactly-once delivery."""
+"""The loopback floor: the lab's event objects, exactly once in order, through the fleet's own client path."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import struct
 
-from bench.agents.floor import FloorProcess, FloorPublisher, FloorSubscriber
+import pytest
+from wsproto.frame_protocol import FrameProtocol
+
+from bench.agents.floor import FloorProcess, server_frame
+from bench.agents.publisher import HttpPublishPool
+from bench.agents.websocket import LeanWebSocketSubscriber
 from clients import LatencyHistogram
-from server.bus.core import encode_event
 from tests.support import UNIT
 
 
-def test_floor_delivers_every_event_once_in_order_with_bus_serialization() -> None:
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_server_frame_matches_wsproto(size: int) -> None:
+    payload = b"x" * size
+    expected = bytes(FrameProtocol(client=False, extensions=[]).send_data(payload.decode(), fin=True))
+    assert server_frame(payload) == expected
+
+
+def test_floor_delivers_every_event_once_in_order_as_the_lab_serializes_it() -> None:
     floor = FloorProcess()
     try:
         received: list[tuple[int, object]] = []
 
-        async def main() -> tuple[int, int]:
+        async def main() -> tuple[int, list[int]]:
             histogram = LatencyHistogram()
             subs = [
-                FloorSubscriber(
-                    "127.0.0.1",
-                    floor.port,
+                LeanWebSocketSubscriber(
+                    f"http://127.0.0.1:{floor.port}",
                     "f",
                     histogram=histogram,
                     on_event=lambda r: received.append((r.seq, r.data)),
@@ -30,9 +41,12 @@ def test_floor_delivers_every_event_once_in_order_with_bus_serialization() -> No
             ]
             stop = asyncio.Event()
             tasks = [asyncio.create_task(s.run(stop)) for s in subs]
-            publisher = FloorPublisher("127.0.0.1", floor.port)
-            acks = [await publisher.publish("f", json.dumps({"i": i}).encode()) for i in range(200)]
-            assert [seq for seq, _ in acks] == list(range(1, 201))
+            while any(s.stats.connections == 0 for s in subs):
+                await asyncio.sleep(0.01)
+            pool = HttpPublishPool("127.0.0.1", floor.port, connections=2)
+            await pool.connect()
+            seqs = [await pool.publish("f", json.dumps({"i": i}).encode()) for i in range(200)]
+            await pool.close()
 
             async def all_in() -> None:
                 while any(s.tracker.cursor < 200 for s in subs):
@@ -41,37 +55,49 @@ def test_floor_delivers_every_event_once_in_order_with_bus_serialization() -> No
             await asyncio.wait_for(all_in(), 10 * UNIT)
             stop.set()
             await asyncio.gather(*tasks)
-            await publisher.close()
             for s in subs:
                 s.tracker.finish(200)
                 c = s.tracker.counters
                 assert (c.delivered, c.missing, c.duplicate, c.out_of_order) == (200, 0, 0, 0)
-            return histogram.summary()["count"], len(received)
+            return histogram.summary()["count"] or 0, seqs
 
-        count, n = asyncio.run(main())
+        count, seqs = asyncio.run(main())
+        assert seqs == list(range(1, 201))
         assert count == 600
-        assert n == 600
         assert sorted(received) == sorted((i + 1, {"i": i}) for i in range(200) for _ in range(3))
     finally:
         floor.stop()
     assert floor.proc.returncode is not None
 
 
-def test_floor_late_subscriber_catches_up_from_its_cursor() -> None:
+def test_a_late_subscriber_catches_up_from_its_cursor_with_the_labs_event_objects() -> None:
     floor = FloorProcess()
     try:
 
-        async def main() -> list[bytes]:
-            publisher = FloorPublisher("127.0.0.1", floor.port)
-            acks = [await publisher.publish("late", b'"x"') for _ in range(5)]
+        async def main() -> list[dict[str, object]]:
+            pool = HttpPublishPool("127.0.0.1", floor.port, connections=1)
+            await pool.connect()
+            for _ in range(5):
+                await pool.publish("late", b'"x"')
+            await pool.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", floor.port)
-            writer.write(b"SUB late 3\n")
-            lines = [await asyncio.wait_for(reader.readline(), 5 * UNIT) for _ in range(2)]
+            writer.write(
+                b"GET /channels/late/ws?after=3 HTTP/1.1\r\nHost: floor\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5 * UNIT)
+            assert head.startswith(b"HTTP/1.1 101") and b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head  # RFC 6455's example
+            events = []
+            for _ in range(2):
+                first, length = struct.unpack("!BB", await reader.readexactly(2))
+                assert first == 0x81
+                events.append(json.loads(await reader.readexactly(length)))
             writer.close()
-            await publisher.close()
-            assert lines == [encode_event("late", seq, ts, b'"x"') + b"\n" for seq, ts in acks[3:]]
-            return lines
+            return events
 
-        assert len(asyncio.run(main())) == 2
+        events = asyncio.run(main())
+        assert [(e["channel"], e["seq"], e["data"]) for e in events] == [("late", 4, "x"), ("late", 5, "x")]
+        assert list(events[0]) == ["channel", "seq", "ts", "data"]
     finally:
         floor.stop()

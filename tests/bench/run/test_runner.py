@@ -33,8 +33,8 @@ def test_shard_deals_round_robin_without_empty_shards() -> None:
 
 def test_only_selects_by_glob() -> None:
     scenarios = load_profile("quick").scenarios
-    assert [s.name for s in selected(scenarios, "rate-*")] == ["rate-1", "rate-100", "rate-1000"]
-    assert {s.name for s in selected(scenarios, "rate-1,payload-32")} == {"rate-1", "payload-32"}
+    assert [s.name for s in selected(scenarios, "rate-*")] == ["rate-100", "rate-1000"]
+    assert {s.name for s in selected(scenarios, "rate-100,payload-32")} == {"rate-100", "payload-32"}
     assert selected(scenarios, None) == list(scenarios)
     assert selected(scenarios, "nothing-*") == []
 
