@@ -536,7 +536,7 @@ server's.""",
         "code",
         """SUBSCRIBER_SWEEPS = [s for s in find_sweeps(RUN.results) if s.axis == "subscribers"]
 METRICS = (
-    ("server CPU per delivered event (µs)", lambda r: r.num("server", "cpu_us_per_event")),
+    ("server CPU per delivered event (µs)", lambda r: r.cpu_us_per_event),
     ("end-to-end p99 (ms)", lambda r: ms(r.end_to_end.p99_us)),
 )
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
@@ -580,7 +580,7 @@ plt.tight_layout()
 plt.show()
 
 said = []
-cpu = {g.series: g.median(lambda r: r.num("server", "cpu_us_per_event")) for g in SPECTRUM}
+cpu = {g.series: g.median(lambda r: r.cpu_us_per_event) for g in SPECTRUM}
 if cpu.get("longpoll") and cpu.get("websocket"):
     said.append(
         f"In `{SPECTRUM[0].name}` the server spent {n(cpu['longpoll'])} µs of CPU per delivered event on long "

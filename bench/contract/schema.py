@@ -36,6 +36,7 @@ from .scenarios import Scenario, record_schema
 __all__ = [
     "CAPTURE_SCHEMA",
     "META_SCHEMA",
+    "MIN_CPU_S",
     "PERCENTILE_KEYS",
     "RESULT_SCHEMA",
     "Counters",
@@ -356,6 +357,9 @@ def validate_result(obj: object) -> None:
 # --- typed objects ------------------------------------------------------------------------------
 
 
+MIN_CPU_S = 0.01
+"""Least server CPU in a window (seconds) that a per-event figure is drawn from (:attr:`Result.cpu_us_per_event`)."""
+
 PERCENTILE_KEYS = {"p50_us": 50.0, "p90_us": 90.0, "p99_us": 99.0, "p999_us": 99.9}
 """The percentiles a latency block carries, by key."""
 
@@ -436,6 +440,17 @@ class Result:
     @property
     def lossy(self) -> bool:
         return "loss" in self.flags
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """Server CPU per delivered event (µs), or ``None`` when the window's CPU is too little to divide.
+
+        Below :data:`MIN_CPU_S` of server CPU (a few events at a low rate) the figure is mostly what the
+        server does anyway (timers, accepts), not what the events cost; the report says so instead.
+        """
+        if self.raw["server"]["cpu_s"] < MIN_CPU_S:
+            return None
+        return self.num("server", "cpu_us_per_event")
 
     def num(self, *path: str) -> float | None:
         """A number from :attr:`raw` by key path (``num("bytes", "per_event", "up")``), ``None`` if null."""

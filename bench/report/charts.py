@@ -402,7 +402,7 @@ class _Writer:
         metrics: list[tuple[str, Callable[[Result], float | None]]] = [
             ("end-to-end p50 (ms)", lambda r: _us_to_ms(r.end_to_end.p50_us)),
             ("end-to-end p99 (ms)", lambda r: _us_to_ms(r.end_to_end.p99_us)),
-            ("server CPU per delivered event (µs)", lambda r: r.num("server", "cpu_us_per_event")),
+            ("server CPU per delivered event (µs)", lambda r: r.cpu_us_per_event),
         ]
         series_all = _by_series(sweep.results)
         width = 0.8 / max(1, len(series_all))
@@ -461,19 +461,19 @@ class _Writer:
 
     def cpu_vs_load(self) -> None:
         results = [r for r in self.run.results if not r.scenario.idle and r.scenario.link.is_loopback]
-        results = [r for r in results if r.num("server", "cpu_us_per_event") is not None]
+        results = [r for r in results if r.cpu_us_per_event is not None]
         if not results:
             return
         fig, (ax,) = _new_figure()
         marks = _Marks()
         for series, reps in _by_series(results).items():
             rows = [
-                (r.counters.delivered / r.scenario.duration_s, r.num("server", "cpu_us_per_event"), r) for r in reps
+                (r.counters.delivered / r.scenario.duration_s, r.cpu_us_per_event, r) for r in reps
             ]
             rows = [row for row in rows if float(row[0]) > 0]
             _points(ax, rows, series, marks, line=False)
         ax.set_xscale("log")
-        _log_if_wide(ax, [v for r in results if (v := r.num("server", "cpu_us_per_event")) is not None])
+        _log_if_wide(ax, [v for r in results if (v := r.cpu_us_per_event) is not None])
         ax.set_xlabel("load: events delivered per second, all subscribers (log)")
         ax.set_ylabel("server CPU per delivered event (µs, user + system)")
         ax.grid(True, which="both", alpha=0.3)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contract.names import run_dir_name
-from bench.contract.schema import Result, Run, min_samples
+from bench.contract.schema import MIN_CPU_S, Result, Run, min_samples
 
 from .charts import Chart, write_charts
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
@@ -133,7 +133,7 @@ def summary_rows(run: Run | Path | str) -> list[tuple[str, ...]]:
                 g.cell(lambda r: r.end_to_end.max_us, 1e-3),
                 g.cell(bytes_per_event),
                 g.cell(lambda r: r.num("http", "requests_per_event")),
-                g.cell(lambda r: r.num("server", "cpu_us_per_event")),
+                g.cell(lambda r: r.cpu_us_per_event),
                 g.flags_cell,
             )
         )
@@ -278,7 +278,7 @@ def _summary_sections(run: Run) -> list[str]:
             g.cell(lambda r: r.num("bytes", "per_event", "down")),
             g.cell(lambda r: float(r.raw["bytes"]["handshake"]["up"] + r.raw["bytes"]["handshake"]["down"])),
             g.cell(lambda r: r.num("http", "requests_per_event")),
-            g.cell(lambda r: r.num("server", "cpu_us_per_event")),
+            g.cell(lambda r: r.cpu_us_per_event),
             g.cell(lambda r: r.num("server", "rss_bytes"), 2**-20),
             g.cell(lambda r: r.num("server", "rss_per_connection_bytes"), 2**-10),
         )
@@ -317,6 +317,9 @@ def _summary_sections(run: Run) -> list[str]:
         *_table(("scenario", "transport", "latency", "n", "p50", "p90", "p99", "p99.9", "max"), latency),
         "",
         "### Cost",
+        "",
+        f"Server µs/event is left out (—) where the window held less than {MIN_CPU_S * 1000:g} ms of server CPU: "
+        "too little to say what an event costs.",
         "",
         *_table(
             (

@@ -57,8 +57,8 @@ METRICS: dict[str, Metric] = {
     "server_us_per_event": Metric(
         "server CPU per delivered event",
         "µs",
-        lambda r, _: r.num("server", "cpu_us_per_event"),
-        lambda r: r.num("server", "cpu_us_per_event"),
+        lambda r, _: r.cpu_us_per_event,
+        lambda r: r.cpu_us_per_event,
     ),
     "p50_over_floor": Metric("end-to-end p50 / floor p50 (same run)", "x floor", _ratio_to_floor, None),
     "p99_ms": Metric("end-to-end p99", "ms", lambda r, _: _ms(r.end_to_end.p99_us), lambda r: _ms(r.end_to_end.p99_us)),

@@ -154,3 +154,13 @@ def test_a_percentile_the_count_cannot_support_is_withheld(result) -> None:
     assert summary.max_us == block["max_us"]  # the maximum is always a sample
     full = LatencySummary.from_block({**block, "count": 1000})
     assert full.withheld == () and full.p999_us == block["p999_us"]
+
+
+def test_cpu_per_event_is_withheld_below_the_least_cpu_that_says_anything(run_dir) -> None:
+    from bench.contract.schema import MIN_CPU_S, result_from
+
+    obj = json.loads((run_dir / "rate-10--websocket--r1.json").read_text())
+    enough = result_from("f", {**obj, "server": {**obj["server"], "cpu_s": MIN_CPU_S, "cpu_us_per_event": 12.5}})
+    little = result_from("f", {**obj, "server": {**obj["server"], "cpu_s": MIN_CPU_S / 2, "cpu_us_per_event": 6.0}})
+    assert enough.cpu_us_per_event == 12.5  # type: ignore[union-attr]
+    assert little.cpu_us_per_event is None  # type: ignore[union-attr]
