@@ -169,10 +169,17 @@ def test_throttled_fleet_process_is_flagged_saturated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "transport"), [("werkzeug", "longpoll"), ("gevent", "longpoll"), ("gevent", "polling")]
+    ("runtime", "transport"),
+    [
+        ("werkzeug", "longpoll"),
+        ("gevent", "longpoll"),
+        ("gevent", "polling"),
+        ("werkzeug", "websocket"),
+        ("gevent", "websocket"),
+    ],
 )
-def test_fleet_http_sessions_count_every_event_exactly(tmp_path: Path, runtime: str, transport: str) -> None:
-    """The fleet's bare HTTP session (long poll, polling) against the real server: every event once, in order."""
+def test_a_fleet_process_counts_every_event_exactly(tmp_path: Path, runtime: str, transport: str) -> None:
+    """The fleet's lean clients (bare HTTP poller, lean WebSocket) against the real server: every event once."""
     with run_server(runtime) as server, (tmp_path / "fleet.log").open("wb") as log:
         fleet = Child(["-m", "bench.agents.fleet"], log=log)
         try:
@@ -206,4 +213,9 @@ def test_fleet_http_sessions_count_every_event_exactly(tmp_path: Path, runtime: 
     assert merged["delivered_measured"] == 2 * 14 + 14
     c = merged["counters"]
     assert c["missing"] == c["duplicate"] == c["out_of_order"] == c["gaps"] == c["resets"] == 0
-    assert merged["stats"]["requests"] > 0 and merged["errors"] == []
+    assert merged["end_to_end"].count == merged["delivery"].count == 42
+    assert merged["errors"] == []
+    if transport == "websocket":  # one connection each, every event a frame
+        assert (merged["stats"]["connections"], merged["stats"]["frames"], merged["stats"]["requests"]) == (3, 45, 0)
+    else:
+        assert merged["stats"]["requests"] > 0 and merged["stats"]["frames"] == 0
