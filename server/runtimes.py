@@ -31,7 +31,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from .app import create_app, lab_of
-from .capacity import FD_RESERVE, HonourConnectionClose, derive_limit, raise_fd_limit
+from .capacity import FD_RESERVE, FastRefusal, HonourConnectionClose, derive_limit, raise_fd_limit
 from .config import RUNTIMES, Config
 from .security import LOOPBACK_HOSTS, is_loopback
 
@@ -236,5 +236,6 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Flask:
         # Runs in the worker, after gevent's monkey-patching.
         app = create_app(self.lab_config)
-        app.wsgi_app = HonourConnectionClose(app.wsgi_app)  # type: ignore[method-assign]
+        # Refusals at capacity skip Flask; gunicorn closes what asks to be closed.
+        app.wsgi_app = HonourConnectionClose(FastRefusal(app.wsgi_app, lab_of(app).gate))  # type: ignore[method-assign]
         return app
