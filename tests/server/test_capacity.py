@@ -19,13 +19,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import simple_websocket
 
 from server.app import create_app
-from server.capacity import AtCapacity, Gate, client_gone, derive_limit, raise_fd_limit
+from server.capacity import AtCapacity, FastRefusal, Gate, client_gone, derive_limit, raise_fd_limit
 from server.config import RUNTIMES
 from tests.support import ROOT, UNIT, ServerProcess, free_port, run_server, wait_until, ws_connect
 
@@ -298,3 +299,29 @@ def test_client_gone_sees_a_closed_peer() -> None:
     finally:
         a.close()
     assert client_gone({}) is None
+
+
+def test_fast_refusal_answers_from_bytes_only_when_full() -> None:
+    gate = Gate(None, {"longpoll": 1, "websocket": None})
+    calls: list[str] = []
+
+    def app(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        calls.append(str(environ["PATH_INFO"]))
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    fast = FastRefusal(app, gate)
+    got: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start(status: str, headers: list[tuple[str, str]]) -> None:
+        got.append((status, headers))
+
+    poll = {"REQUEST_METHOD": "GET", "PATH_INFO": "/channels/c/poll"}
+    assert fast(poll, start) == [b"ok"] and not gate.full("longpoll")
+    assert gate.try_acquire("longpoll") and gate.full("longpoll")
+    body = b"".join(fast(poll, start))
+    status, headers = got[-1]
+    assert status.startswith("503") and json.loads(body)["error"] == "at_capacity"
+    assert ("Retry-After", "1") in headers and ("Connection", "close") in headers
+    assert fast({"REQUEST_METHOD": "POST", "PATH_INFO": "/channels/c/events"}, start) == [b"ok"]
+    assert calls == ["/channels/c/poll", "/channels/c/events"]
