@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PACKAGES = (
     "flask",
     "werkzeug",
-    "flask-sock",
     "simple-websocket",
     "wsproto",
     "gunicorn",
