@@ -467,9 +467,7 @@ class _Writer:
         fig, (ax,) = _new_figure()
         marks = _Marks()
         for series, reps in _by_series(results).items():
-            rows = [
-                (r.counters.delivered / r.scenario.duration_s, r.cpu_us_per_event, r) for r in reps
-            ]
+            rows = [(r.counters.delivered / r.scenario.duration_s, r.cpu_us_per_event, r) for r in reps]
             rows = [row for row in rows if float(row[0]) > 0]
             _points(ax, rows, series, marks, line=False)
         ax.set_xscale("log")
