@@ -195,6 +195,36 @@ def _close_bus_on_signals(app: Flask, runtime: str) -> None:
         signal.signal(signum, chain(signal.getsignal(signum)))
 
 
+class _MemoryBusGuard:
+    """gunicorn ``pre_fork`` hook: never replace a worker that held a memory bus.
+
+    The memory bus lives in its worker. gunicorn replaces a worker that died
+    (a crash, the arbiter's timeout, a signal) with a fresh one: an empty bus,
+    whose channels start again at ``seq`` 1, so a subscriber coming back with
+    its cursor would get a reset notice only if its cursor were above the new
+    channel's ``last_seq``, and otherwise new events under old numbers,
+    silently. Rather than that, the server stops (exit status 3, the reason in
+    its log) and whoever supervises it restarts it, as after any restart.
+    With the Redis bus the history is in Redis and workers are replaced as usual.
+    """
+
+    def __init__(self, memory: bool, workers: int) -> None:
+        self.memory = memory
+        self.workers = workers
+        self.forked = 0
+
+    def __call__(self, arbiter: Any, worker: Any) -> None:
+        from gunicorn.errors import HaltServer
+
+        if self.memory and self.forked >= self.workers:
+            raise HaltServer(
+                "a worker holding the memory bus exited; a new one would start with no history "
+                "(subscribers could be served new events under old cursors): stopping instead",
+                3,
+            )
+        self.forked += 1
+
+
 class LabGunicorn(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured from code rather than from a config file."""
 
@@ -227,6 +257,7 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
             # lab servers at once (tests, benchmarks) would fight over it.
             "control_socket_disable": True,
             "post_worker_init": lambda worker: _close_bus_on_signals(worker.wsgi, o.runtime),
+            "pre_fork": _MemoryBusGuard(self.lab_config.bus == "memory", o.workers),
             # With --port 0 the kernel picks the port: say which, once the arbiter listens.
             "when_ready": lambda arbiter: announce(o.runtime, o.host, arbiter.LISTENERS[0].sock.getsockname()[1]),
         }

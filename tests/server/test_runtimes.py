@@ -21,7 +21,7 @@ from simple_websocket import ConnectionClosed
 
 from server.config import Config
 from server.runtimes import RUNTIMES, ServeOptions, serve
-from tests.support import UNIT, run_server, wait_until, ws_connect
+from tests.support import UNIT, run_redis, run_server, wait_until, ws_connect
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -89,3 +89,35 @@ def test_healthz_names_the_runtime(runtime: str) -> None:
             assert body["pid"] == server.proc.pid
         else:
             assert body["pid"] != server.proc.pid  # a gunicorn worker, not the arbiter
+
+
+@pytest.mark.parametrize("runtime", ["gthread", "gevent"])
+def test_a_lost_memory_bus_worker_stops_the_server_instead_of_restarting_empty(runtime: str) -> None:
+    with run_server(runtime) as server:
+        assert httpx.post(f"{server.url}/channels/c/events", content="1", timeout=10 * UNIT).status_code == 201
+        worker = httpx.get(f"{server.url}/healthz", timeout=10 * UNIT).json()["pid"]
+        os.kill(worker, signal.SIGKILL)
+        try:
+            code = server.proc.wait(20 * UNIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{runtime}: a new worker with an empty memory bus took over")
+        assert code == 3
+        assert "memory bus" in server.log.read_text(errors="replace")
+
+
+@pytest.mark.redis
+def test_a_lost_redis_bus_worker_is_replaced_and_history_kept() -> None:
+    with run_redis() as url, run_server("gthread", "--bus", "redis", "--redis-url", url) as server:
+        assert httpx.post(f"{server.url}/channels/c/events", content="1", timeout=10 * UNIT).status_code == 201
+        worker = httpx.get(f"{server.url}/healthz", timeout=10 * UNIT).json()["pid"]
+        os.kill(worker, signal.SIGKILL)
+
+        def replaced() -> bool:
+            try:
+                return httpx.get(f"{server.url}/healthz", timeout=UNIT).json()["pid"] != worker
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(replaced, 20 * UNIT)
+        events = httpx.get(f"{server.url}/channels/c/poll", params={"timeout": 0}, timeout=10 * UNIT).json()["events"]
+        assert [e["seq"] for e in events] == [1]
