@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
         "--history-bytes", type=int, help="largest history per channel, bytes (LAB_HISTORY_BYTES, default 8 MiB)"
     )
     p.add_argument(
+        "--history-total-bytes",
+        type=int,
+        help="largest history of all channels together, bytes (LAB_HISTORY_TOTAL_BYTES, default 256 MiB)",
+    )
+    p.add_argument(
         "--channel-ttl", type=float, help="drop a channel's history after N s without a publish (LAB_CHANNEL_TTL)"
     )
     p.add_argument(
@@ -98,6 +103,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
             ws_max_message=a.ws_max_message,
             ws_compression=None if a.ws_compression is None else a.ws_compression == "on",
             history_bytes=a.history_bytes,
+            history_total_bytes=a.history_total_bytes,
             channel_ttl=a.channel_ttl,
             max_connections=a.max_connections,
             max_longpoll=a.max_longpoll,

@@ -54,6 +54,8 @@ class Config:
     """Allow permessage-deflate when a client offers it."""
     history_bytes: int = 8 * MiB
     """Largest history per channel, bytes of stored events (the newest event is always kept)."""
+    history_total_bytes: int = 256 * MiB
+    """Largest history of all channels together (memory bus); past it the least recently published channel expires."""
     channel_ttl: float | None = 900.0
     """Seconds without a publish after which a channel's history is dropped; ``None``: never."""
     allowed_origins: str = ""
@@ -108,6 +110,8 @@ class Config:
             raise bad("ws_ping_interval", "a number of seconds >= 0 (0, none or off: no pings)")
         if self.history_bytes < 1:
             raise bad("history_bytes", ">= 1")
+        if self.history_total_bytes < 1:
+            raise bad("history_total_bytes", ">= 1")
         if self.channel_ttl is not None and not 0 < self.channel_ttl < float("inf"):
             raise bad("channel_ttl", "a number of seconds > 0 (0, none or off: never)")
         for name in ("max_connections", "max_longpoll", "max_websocket"):
@@ -120,7 +124,7 @@ class Config:
                 raise ValueError(f"{name} (LAB_{name.upper()}) must be printable with no white space")
 
 
-_INTS = {"history", "max_batch", "max_body", "ws_max_message", "history_bytes"}
+_INTS = {"history", "max_batch", "max_body", "ws_max_message", "history_bytes", "history_total_bytes"}
 _FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout"}
 _OPTIONAL_INTS = {"max_connections", "max_longpoll", "max_websocket"}
 _OFF = {"", "0", "none", "off"}

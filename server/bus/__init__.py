@@ -44,4 +44,9 @@ def make_bus(config: Config) -> Bus:
             history_bytes=config.history_bytes,
             channel_ttl=config.channel_ttl,
         )
-    return MemoryBus(history=config.history, history_bytes=config.history_bytes, channel_ttl=config.channel_ttl)
+    return MemoryBus(
+        history=config.history,
+        history_bytes=config.history_bytes,
+        channel_ttl=config.channel_ttl,
+        total_bytes=config.history_total_bytes,
+    )

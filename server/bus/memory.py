@@ -5,8 +5,10 @@ Thread-safe under Werkzeug's and gunicorn's threads and, because it only uses
 A publish takes one lock, serializes the event once, and wakes only the
 waiters of that channel.
 
-**Memory is bounded** three ways: each channel's history by event count
-(``history``) and by bytes (``history_bytes``), and the number of channels by
+**Memory is bounded** four ways: each channel's history by event count
+(``history``) and by bytes (``history_bytes``), all channels' history together
+by ``total_bytes`` (past it, the channel published to least recently is
+expired early, as if its time had come), and the number of channels by
 expiry. A channel that has had no publish for ``channel_ttl`` seconds loses
 its history; what stays is a **tombstone**, its name and ``last_seq`` (about
 150 bytes), so its ``seq`` goes on where it was and a subscriber that comes
@@ -45,11 +47,15 @@ class MemoryBus(Bus):
         history_bytes: int | None = None,
         channel_ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        total_bytes: int | None = None,
     ) -> None:
         super().__init__()
         self.history = history
         self.history_bytes = history_bytes
         self.channel_ttl = channel_ttl
+        self.total_bytes = total_bytes
+        self._bytes = 0
+        """Stored bytes of every channel's history; guarded by the lock."""
         self._clock = clock
         self._channels: dict[str, ChannelLog] = {}
         self._published_at: OrderedDict[str, float] = OrderedDict()
@@ -74,8 +80,7 @@ class MemoryBus(Bus):
             channel, at = next(iter(idle.items()))
             if now - at < ttl:
                 break
-            del idle[channel]
-            self._tombstones[channel] = (self._channels.pop(channel).last_seq, now)
+            self._bury(channel, now)
         tombstones = self._tombstones
         while tombstones:
             channel, (_, at) = next(iter(tombstones.items()))
@@ -83,14 +88,27 @@ class MemoryBus(Bus):
                 break
             del tombstones[channel]
 
+    def _bury(self, channel: str, now: float) -> None:
+        """Drop a channel's history, keep its last_seq as a tombstone; hold the lock."""
+        del self._published_at[channel]
+        log = self._channels.pop(channel)
+        self._bytes -= log.nbytes
+        self._tombstones[channel] = (log.last_seq, now)
+
     def publish(self, channel: str, data: bytes) -> Event:
         with self._lock:
             now = self._clock()
             self._expire(now)
+            log = self._log(channel)
+            before = log.nbytes
             # ts is taken under the lock so it never decreases along seq.
-            event = self._log(channel).append(data, time.time_ns())
+            event = log.append(data, time.time_ns())
+            self._bytes += log.nbytes - before
             self._published_at[channel] = now
             self._published_at.move_to_end(channel)
+            if self.total_bytes is not None:
+                while self._bytes > self.total_bytes and len(self._published_at) > 1:
+                    self._bury(next(iter(self._published_at)), now)
             waiters = self._waiters.of(channel)
         notify(waiters, event)
         return event
@@ -110,5 +128,5 @@ class MemoryBus(Bus):
             return {
                 "channels": len(self._channels),
                 "tombstones": len(self._tombstones),
-                "history_bytes": sum(log.nbytes for log in self._channels.values()),
+                "history_bytes": self._bytes,
             }

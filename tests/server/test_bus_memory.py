@@ -183,3 +183,20 @@ def test_history_bytes_bound_in_the_memory_bus():
     assert footprint["history_bytes"] <= 10_000 and footprint["channels"] == 1
     batch = bus.read("c", 0, 1000)
     assert batch.gap is not None and batch.events[-1].seq == 200
+
+
+def test_total_bytes_bound_expires_the_least_recently_published_channel():
+    clock = Clock()
+    bus = MemoryBus(history=100, total_bytes=3_000, clock=clock)
+    payload = b'"%s"' % (b"p" * 900)
+    for name in ("a", "b", "c"):
+        bus.publish(name, payload)
+        clock.now += 1
+    assert bus.footprint()["channels"] == 3
+    bus.publish("b", payload)  # b is now the most recent; a the least
+    footprint = bus.footprint()
+    assert footprint["history_bytes"] <= 3_000 and footprint["tombstones"] == 1
+    batch = bus.read("a", 0, 10)
+    assert (batch.gap, batch.events) == (Gap(1, 1), ())  # a returning subscriber of a is told
+    assert [e.seq for e in bus.read("b", 0, 10).events] == [1, 2]
+    assert bus.publish("a", b"1").seq == 2  # seq goes on

@@ -169,6 +169,8 @@ def test_limit_and_access_flags(monkeypatch: pytest.MonkeyPatch) -> None:
             "2",
             "--history-bytes",
             "1000",
+            "--history-total-bytes",
+            "5000",
             "--channel-ttl",
             "60",
             "--allowed-hosts",
@@ -179,4 +181,5 @@ def test_limit_and_access_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert (config.max_connections, config.max_longpoll, config.max_websocket) == (40, 10, 30)
     assert (config.header_timeout, config.history_bytes, config.channel_ttl) == (2.0, 1000, 60.0)
+    assert config.history_total_bytes == 5000
     assert (config.allowed_hosts, config.allowed_origins) == ("lab.example", "https://app.example")
