@@ -205,30 +205,40 @@ def event_parts(channel: str, data: bytes) -> tuple[bytes, bytes, bytes]:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One published event, with its wire bytes computed once."""
+    """One published event, with its wire bytes computed once.
+
+    Only the wire bytes are kept: the payload is a slice of them, cut when
+    asked for (:attr:`data`). Keeping it as a second ``bytes`` doubled the
+    memory of every retained event.
+    """
 
     channel: str
     seq: int
     """Contiguous per channel, from 1."""
     ts: int
     """Server publish time, wall clock, ns since the epoch."""
-    data: bytes
-    """The payload's JSON text."""
     wire: bytes
     """The event object serialized (docs/protocol.md, "Events")."""
+    data_start: int
+    """Where the payload starts in :attr:`wire` (it ends before the closing brace)."""
+
+    @property
+    def data(self) -> bytes:
+        """The payload's JSON text (a copy cut from :attr:`wire`)."""
+        return self.wire[self.data_start : -1]
 
     @classmethod
     def create(cls, channel: str, seq: int, ts: int, data: bytes) -> Event:
-        return cls(channel, seq, ts, data, encode_event(channel, seq, ts, data))
+        wire = encode_event(channel, seq, ts, data)
+        return cls(channel, seq, ts, wire, len(wire) - len(data) - 1)
 
     @classmethod
     def from_wire(cls, wire: bytes) -> Event:
         """Rebuild an event from its serialization (used by the Redis bus)."""
         obj = json.loads(wire)
-        # Keep the exact original bytes of data: slice them out of the wire.
+        # Keep the exact original bytes of data: they are where the wire says.
         prefix = b'"data":'
-        start = wire.index(prefix) + len(prefix)
-        return cls(obj["channel"], obj["seq"], obj["ts"], wire[start:-1], wire)
+        return cls(obj["channel"], obj["seq"], obj["ts"], wire, wire.index(prefix) + len(prefix))
 
 
 @dataclass(frozen=True, slots=True)

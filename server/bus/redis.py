@@ -205,7 +205,8 @@ class RedisBus(Bus):
             )
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise self._unavailable(exc) from exc
-        event = Event(channel, int(seq), int(ts), data, bytes(wire))
+        wire = bytes(wire)
+        event = Event(channel, int(seq), int(ts), wire, len(wire) - len(data) - 1)
         self._heard((event,))  # local waiters need not wait for the pub/sub echo
         return event
 
