@@ -143,8 +143,8 @@ def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
         "--poll-timeout", str(scenario.poll_timeout_s),
         "--ws-compression", "on" if scenario.compression else "off",
     ]  # fmt: skip
-    if scenario.ws_ping_s:
-        args += ["--ws-ping-interval", str(scenario.ws_ping_s)]
+    # Always stated: the server's own default (pings every 25 s) must not decide what a scenario measures.
+    args += ["--ws-ping-interval", str(scenario.ws_ping_s or 0)]
     return args
 
 
