@@ -15,6 +15,7 @@ __all__ = [
     "ARRIVALS",
     "FLAGS",
     "INVALIDATING_FLAGS",
+    "KINDS",
     "LAYOUTS",
     "RESULT_FILE_RE",
     "RUNTIMES",
@@ -30,6 +31,8 @@ TRANSPORTS = ("longpoll", "websocket", "polling", "floor")
 """What a scenario can run: the lab's two routes, interval polling of the long-poll route, the loopback floor."""
 LAYOUTS = ("broadcast", "per-subscriber")
 ARRIVALS = ("periodic", "poisson")
+KINDS = ("transport", "memory")
+"""What a scenario measures: a transport delivering events, or the server's memory under load."""
 """How the publisher spaces its bursts (bench.agents.publisher)."""
 FLAGS = ("loss", "clients_saturated", "publisher_behind", "server_errors")
 INVALIDATING_FLAGS = frozenset({"clients_saturated", "publisher_behind"})

@@ -43,7 +43,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-from .names import ARRIVALS, LAYOUTS, RUNTIMES, TRANSPORTS
+from .names import ARRIVALS, KINDS, LAYOUTS, RUNTIMES, TRANSPORTS
 
 __all__ = [
     "DEFAULT_FILE",
@@ -204,6 +204,15 @@ class Scenario:
     """No publishing: measures what idle connections cost."""
     throttle: float = _spec({"type": "number", "minimum": 0, "maximum": 0.99}, old=0.0)
     """Fraction of each fleet process's time burnt in a busy loop (0: none). Tests use it to force saturation."""
+    kind: str = _spec({"enum": list(KINDS)}, old="transport")
+    """``transport``: subscribers receive published events (every other field applies); ``memory``: the
+    server's memory under channels, big payloads and stalled readers (:mod:`bench.run.memory`)."""
+    idle_channels: int = _spec(_int(0), old=0)
+    """Memory scenarios: channels given one small event each (then left idle)."""
+    big_events: int = _spec(_int(0), old=0)
+    """Memory scenarios: events of ``payload_bytes`` published to one channel, then to the stalled readers'."""
+    stalled: int = _spec(_int(0), old=0)
+    """Memory scenarios: WebSocket readers that never read (a small receive buffer, nothing consumed)."""
     link: Link = _spec(LINK_SCHEMA)
     transport: str | None = field(default=None, metadata={"schema": {"enum": list(TRANSPORTS)}, "toml": None})
     """The one transport of a run's record (:meth:`for_transport`); ``None`` in a plan."""

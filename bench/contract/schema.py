@@ -35,6 +35,7 @@ from .scenarios import Scenario, record_schema
 
 __all__ = [
     "CAPTURE_SCHEMA",
+    "MEMORY_SCHEMA",
     "META_SCHEMA",
     "MIN_CPU_S",
     "PERCENTILE_KEYS",
@@ -42,6 +43,7 @@ __all__ = [
     "Counters",
     "Failed",
     "LatencySummary",
+    "MemoryResult",
     "Meta",
     "Result",
     "Run",
@@ -229,7 +231,32 @@ META_SCHEMA: dict[str, Any] = _obj(
 )
 """JSON Schema of meta.json."""
 
+MEMORY_SCHEMA: dict[str, Any] = _obj(
+    {
+        "schema": {"const": SCHEMA_VERSION},
+        "status": {"const": "ok"},
+        "scenario": _SCENARIO,
+        "repetition": {"type": "integer", "minimum": 1},
+        "started_utc": _UTC_STR,
+        "wall_s": _NUM0,
+        "memory": _obj(
+            {
+                "steps": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _obj({"step": _STR, "published": _INT0, "rss_bytes": _INT0, "at_s": _NUM0}),
+                },
+                "peak_rss_bytes": _INT0,
+                "stalled_dropped_after_s": {"type": ["number", "null"], "minimum": 0},
+                "drop_timeout_s": _NUM0,
+            }
+        ),
+    }
+)
+"""JSON Schema of a memory scenario's repetition (``scenario.kind`` is ``memory``)."""
+
 _RESULT_VALIDATOR = jsonschema.Draft202012Validator(RESULT_SCHEMA)
+_MEMORY_VALIDATOR = jsonschema.Draft202012Validator(MEMORY_SCHEMA)
 _META_VALIDATOR = jsonschema.Draft202012Validator(META_SCHEMA)
 _FAILED_VALIDATOR = jsonschema.Draft202012Validator(FAILED_SCHEMA)
 
@@ -323,6 +350,11 @@ def validate_result(obj: object) -> None:
         failed = _first_error(_FAILED_VALIDATOR, obj)
         if failed is not None:
             raise failed
+        return
+    if isinstance(obj, dict) and isinstance(obj.get("scenario"), dict) and obj["scenario"].get("kind") == "memory":
+        memory = _first_error(_MEMORY_VALIDATOR, obj)
+        if memory is not None:
+            raise memory
         return
     error = _first_error(_RESULT_VALIDATOR, obj)
     if error is not None:
@@ -461,6 +493,22 @@ class Result:
 
 
 @dataclass(frozen=True)
+class MemoryResult:
+    """One repetition of a memory scenario: the server's RSS after each step, and when it let a stalled reader go."""
+
+    file: str
+    scenario: Scenario
+    repetition: int
+    steps: tuple[tuple[str, int, int], ...]
+    """``(step, events published, RSS bytes after it)``, from ``start`` to ``after_stall``."""
+    peak_rss_bytes: int
+    stalled_dropped_after_s: float | None
+    """Seconds after the stall step until the server dropped the stalled readers; ``None``: not within
+    ``drop_timeout_s``."""
+    drop_timeout_s: float
+
+
+@dataclass(frozen=True)
 class Failed:
     """A repetition that could not be carried out: its raw file says which and why."""
 
@@ -510,14 +558,27 @@ class Run:
     results: tuple[Result, ...]
     failed: tuple[Failed, ...] = ()
     missing: tuple[str, ...] = ()
+    memory: tuple[MemoryResult, ...] = ()
+    """Repetitions of memory scenarios (no latency: apart from :attr:`results`)."""
     """Files planned in meta.json but never written: the profile was interrupted before them."""
 
 
-def result_from(file: str, obj: Mapping[str, Any]) -> Result | Failed:
+def result_from(file: str, obj: Mapping[str, Any]) -> Result | Failed | MemoryResult:
     """The typed view of one validated raw file."""
     scenario = Scenario.from_block(obj["scenario"])
     if obj.get("status") == "failed":
         return Failed(file=file, scenario=scenario, repetition=obj["repetition"], error=obj["error"])
+    if scenario.kind == "memory":
+        m = obj["memory"]
+        return MemoryResult(
+            file=file,
+            scenario=scenario,
+            repetition=obj["repetition"],
+            steps=tuple((s["step"], s["published"], s["rss_bytes"]) for s in m["steps"]),
+            peak_rss_bytes=m["peak_rss_bytes"],
+            stalled_dropped_after_s=m["stalled_dropped_after_s"],
+            drop_timeout_s=m["drop_timeout_s"],
+        )
     if obj["idle"] is not None and not scenario.idle:  # files written before ``idle`` was in the block
         scenario = dataclasses.replace(scenario, idle=True)
     return Result(
@@ -552,7 +613,7 @@ def meta_from(obj: Mapping[str, Any]) -> Meta:
     )
 
 
-def sort_key(r: Result | Failed) -> tuple[str, int, int]:
+def sort_key(r: Result | Failed | MemoryResult) -> tuple[str, int, int]:
     """Scenario, then transport in :data:`TRANSPORTS` order, then repetition."""
     transport = r.scenario.transport or ""
     return (r.scenario.name, TRANSPORTS.index(transport) if transport in TRANSPORTS else 99, r.repetition)

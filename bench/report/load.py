@@ -17,6 +17,7 @@ from typing import Any
 from bench.contract.names import RESULT_FILE_RE
 from bench.contract.schema import (
     Failed,
+    MemoryResult,
     Result,
     Run,
     SchemaError,
@@ -55,6 +56,7 @@ def load_run(run_dir: Path | str) -> Run:
         raise SchemaError("files", "result file on disk is not listed in meta.json", file=name)
     results: list[Result] = []
     failed: list[Failed] = []
+    memory: list[MemoryResult] = []
     for name in meta_obj["files"]:
         obj = _read_json(run_dir / name)
         try:
@@ -67,9 +69,17 @@ def load_run(run_dir: Path | str) -> Run:
         if (match["scenario"], match["transport"], int(match["rep"])) != expected:
             raise SchemaError("scenario", f"file name does not match its content {expected}", file=name)
         typed = result_from(name, obj)
-        (failed if isinstance(typed, Failed) else results).append(typed)  # type: ignore[arg-type]
+        if isinstance(typed, Failed):
+            failed.append(typed)
+        elif isinstance(typed, MemoryResult):
+            memory.append(typed)
+        else:
+            results.append(typed)
     results.sort(key=sort_key)
     failed.sort(key=sort_key)
+    memory.sort(key=sort_key)
     meta = meta_from(meta_obj)
     missing = tuple(f for f in (meta.planned or ()) if f not in listed)
-    return Run(path=run_dir, meta=meta, results=tuple(results), failed=tuple(failed), missing=missing)
+    return Run(
+        path=run_dir, meta=meta, results=tuple(results), failed=tuple(failed), missing=missing, memory=tuple(memory)
+    )

@@ -338,6 +338,47 @@ def _summary_sections(run: Run) -> list[str]:
     ]
 
 
+def _memory_section(run: Run) -> list[str]:
+    """The server's RSS after each step of the memory scenarios, and when it dropped a stalled reader."""
+    if not run.memory:
+        return []
+    lines = [
+        "## Server memory: idle channels, big payloads, a stalled reader",
+        "",
+        "Resident memory of the server's process tree after each step of the memory probe "
+        "(`bench.agents.memory`): `channels` gives that many channels one small event each, `big` publishes "
+        "events of the scenario's payload size to one channel, `stall` opens WebSocket readers that never read "
+        "and publishes as many big events to theirs; `after_stall` is read once the server has dropped the "
+        "stalled readers (or the wait ran out). The server's own bounds (history by bytes, idle-channel expiry, "
+        "the writer's give-up on a stalled reader) are what keeps these figures bounded: docs/security.md.",
+        "",
+    ]
+    rows = []
+    for m in run.memory:
+        sc = m.scenario
+        steps = ", ".join(f"{step} {rss / 2**20:.0f}" for step, _, rss in m.steps)
+        dropped = (
+            "not within " + f"{m.drop_timeout_s:g} s"
+            if m.stalled_dropped_after_s is None
+            else (f"{m.stalled_dropped_after_s:g} s")
+        )
+        rows.append(
+            (
+                f"{sc.name} r{m.repetition}",
+                sc.runtime,
+                f"{sc.idle_channels:,} / {sc.big_events} x {sc.payload_bytes / 1e6:g} MB / {sc.stalled}",
+                steps,
+                f"{m.peak_rss_bytes / 2**20:.0f}",
+                dropped,
+            )
+        )
+    return lines + _table(
+        ("run", "runtime", "channels / big events / stalled readers", "RSS after each step (MiB)", "peak MiB",
+         "stalled readers dropped after"),
+        rows,
+    ) + [""]  # fmt: skip
+
+
 def _tail_section(run: Run) -> list[str]:
     """Long polling's share of events beyond one transit under Poisson arrivals, against the model."""
     rows = beyond_one_transit(run)
@@ -464,6 +505,7 @@ def _markdown(run: Run, charts: Sequence[Chart]) -> str:
         *_summary_sections(run),
         "",
         *_tail_section(run),
+        *_memory_section(run),
         *_kaazing_section(run),
         "",
         *_chart_sections(charts),

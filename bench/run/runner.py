@@ -30,35 +30,27 @@ import fnmatch
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-
-import httpx
+from typing import Any
 
 from bench.agents.fleet import FleetConfig, merge_reports, saturation_reasons
-from bench.agents.floor import FloorProcess
 from bench.agents.publisher import PublishPlan
 from bench.contract.names import result_file_name, run_dir_name
 from bench.contract.scenarios import Profile, Scenario
 from bench.contract.schema import min_samples, validate_meta, validate_result
 from bench.link import RelayProcess, measure_overhead
-from bench.process import Child, ChildError, wait_http_ok
+from bench.process import Child
 
 from .capture import write_capture
+from .memory import run_memory
 from .meta import run_meta
 from .record import assemble_result, failed_result, update_latest, utc_now, write_json
+from .server import READY_TIMEOUT_S, RunError, ServerHandle, launch_server
 
 __all__ = ["RunError", "ServerHandle", "run_one", "run_profile", "selected", "shard"]
 
-READY_TIMEOUT_S = 60.0
-"""Longest wait for a server, a fleet or the publisher to be ready."""
 DRAIN_TIMEOUT_S = 15.0
 """Longest wait, after the last publish, for every subscriber to reach the last seq (plus the link's delay)."""
-
-
-class RunError(RuntimeError):
-    """A run that could not be carried out (a process did not start or answer)."""
 
 
 def shard(items: list[str], parts: int) -> list[list[str]]:
@@ -73,93 +65,6 @@ def selected(scenarios: tuple[Scenario, ...], only: str | None) -> list[Scenario
         return list(scenarios)
     globs = [g.strip() for g in only.split(",") if g.strip()]
     return [s for s in scenarios if any(fnmatch.fnmatch(s.name, g) for g in globs)]
-
-
-# --- the server under test ------------------------------------------------------------------------------
-
-
-@dataclass
-class ServerHandle:
-    """The server under test (the lab's Flask server or the floor): where it listens and what it costs."""
-
-    port: int
-    child: Child
-    http: bool
-    """Whether it speaks HTTP (``/healthz``, ``/stats``); the floor does not."""
-    stop_timeout: float = 1.0
-    """The window is closed when it stops: a server slow to shut down (gunicorn's arbiter) is killed after this."""
-    base: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid
-
-    def exited(self) -> bool:
-        return self.child.exited()
-
-    def stop(self) -> None:
-        self.child.stop(self.stop_timeout)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process and its children (gunicorn workers)."""
-        return self.child.cpu_seconds()
-
-    def rss_bytes(self) -> int:
-        return self.child.rss_bytes()
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Probe ``/healthz`` until it answers 200 (the floor is ready once it announced its port)."""
-        if self.exited():
-            raise RunError(f"the server on port {self.port} exited at start (see the run's log)")
-        if self.http:
-            try:
-                wait_http_ok(f"{self.base}/healthz", timeout, alive=lambda: not self.exited())
-            except ChildError as exc:
-                raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
-
-    def stats(self) -> dict[str, Any]:
-        """``GET /stats`` (empty for the floor)."""
-        if not self.http:
-            return {}
-        try:
-            result: dict[str, Any] = httpx.get(f"{self.base}/stats", timeout=10).json()
-        except httpx.HTTPError as exc:  # e.g. every gthread thread held by a long poll
-            raise RunError(f"the server's /stats did not answer ({exc!r}): is every worker thread busy?") from exc
-        return result
-
-
-def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
-    """The ``python -m server`` command line of a scenario."""
-    args = [
-        "-m", "server",
-        "--runtime", scenario.runtime,
-        "--port", str(port),
-        "--history", str(history),
-        "--threads", str(scenario.threads),
-        "--connections", str(scenario.connections),
-        "--poll-timeout", str(scenario.poll_timeout_s),
-        "--ws-compression", "on" if scenario.compression else "off",
-    ]  # fmt: skip
-    # Always stated: the server's own default (pings every 25 s) must not decide what a scenario measures.
-    args += ["--ws-ping-interval", str(scenario.ws_ping_s or 0)]
-    return args
-
-
-def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
-    """Start the server under test on a port it picks and announces; :meth:`ServerHandle.wait_ready` waits."""
-    if transport == "floor":
-        floor = FloorProcess()  # returns once it listens
-        return ServerHandle(floor.port, floor, http=False)
-    child = Child(server_args(scenario, 0, history), log=log, name="the server")
-    try:
-        port = int(child.expect("port", READY_TIMEOUT_S)["port"])
-    except ChildError as exc:
-        child.stop()
-        raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
-    return ServerHandle(port, child, http=True)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -415,6 +320,23 @@ def summary_table(results: list[dict[str, Any]]) -> Any:
     return table
 
 
+def _say_done(console: Any, label: str, result: dict[str, Any], results: list[dict[str, Any]]) -> None:
+    """One line on the console for a finished repetition; transport results are kept for the summary table."""
+    if "memory" in result:
+        peak = result["memory"]["peak_rss_bytes"] / 2**20
+        dropped = result["memory"]["stalled_dropped_after_s"]
+        console.print(f"{label}: peak RSS {peak:.0f} MiB, stalled readers dropped after {dropped} s")
+        return
+    results.append(result)
+    c, e2e = result["counters"], result["latency"]["end_to_end"]
+    console.print(
+        f"{label}: {c['delivered']}/{c['expected']} delivered, p50 "
+        f"{_fmt_ms(e2e['p50_us'], e2e['count'], 50)} ms, p99 "
+        f"{_fmt_ms(e2e['p99_us'], e2e['count'], 99)} ms (n={e2e['count']}) "
+        f"{' '.join(result['flags'])}"
+    )
+
+
 def run_profile(
     profile: Profile,
     out: Path,
@@ -472,7 +394,8 @@ def run_profile(
                 progress.update(task, description=label)
                 started, t0 = utc_now(), time.monotonic()
                 try:
-                    result = run_one(scenario, transport, k, log_dir)
+                    run = run_memory if scenario.kind == "memory" else run_one
+                    result = run(scenario, transport, k, log_dir)
                     validate_result(result)
                 except Exception as exc:
                     error = f"{type(exc).__name__}: {exc}"
@@ -480,14 +403,7 @@ def run_profile(
                     failures.append(f"{label}: {error}")
                     progress.console.print(f"[red]FAILED[/red] {label}: {error} (logs: {log_dir})")
                 else:
-                    results.append(result)
-                    c, e2e = result["counters"], result["latency"]["end_to_end"]
-                    progress.console.print(
-                        f"{label}: {c['delivered']}/{c['expected']} delivered, p50 "
-                        f"{_fmt_ms(e2e['p50_us'], e2e['count'], 50)} ms, p99 "
-                        f"{_fmt_ms(e2e['p99_us'], e2e['count'], 99)} ms (n={e2e['count']}) "
-                        f"{' '.join(result['flags'])}"
-                    )
+                    _say_done(progress.console, label, result, results)
                 name = result_file_name(scenario.name, transport, k)
                 write_json(run_dir / name, result)
                 meta["files"].append(name)
@@ -505,7 +421,8 @@ def run_profile(
     save_meta()
     update_latest(out, run_dir)
     console.print(summary_table(results))
-    console.print(f"{len(results)} of {len(runs)} runs measured in {time.monotonic() - wall0:.0f} s -> {run_dir}")
+    done = len(meta["files"]) - len(failures)
+    console.print(f"{done} of {len(runs)} runs measured in {time.monotonic() - wall0:.0f} s -> {run_dir}")
     for failure in failures:
         console.print(f"[red]failed run[/red] {failure}")
     if report:

@@ -43,6 +43,12 @@ def test_smoke_profile_end_to_end(smoke: SmokeRun) -> None:
     for name in meta["files"]:
         result = json.loads((run / name).read_text())
         validate_result(result)
+        if result["scenario"]["kind"] == "memory":
+            steps = [s["step"] for s in result["memory"]["steps"]]
+            assert steps == ["start", "channels", "big", "stall", "after_stall"], steps
+            assert [s["published"] for s in result["memory"]["steps"]] == [0, 200, 3, 3, 0]
+            assert all(s["rss_bytes"] > 1 << 20 for s in result["memory"]["steps"])
+            continue
         c = result["counters"]
         assert c["missing"] == c["duplicate"] == c["out_of_order"] == 0, (name, c)
         assert "loss" not in result["flags"]

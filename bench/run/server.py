@@ -1,0 +1,112 @@
+"""The server under test: started on a port it announces, probed until ready, asked for its stats, stopped.
+
+Run layer of the benchmark: the lab's Flask server (``python -m server``) or the loopback floor, as a
+:class:`bench.process.Child`, with what a run reads of it (CPU at nanosecond resolution, RSS, ``/stats``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import httpx
+
+from bench.agents.floor import FloorProcess
+from bench.contract.scenarios import Scenario
+from bench.process import Child, ChildError, wait_http_ok
+
+__all__ = ["READY_TIMEOUT_S", "RunError", "ServerHandle", "launch_server", "server_args"]
+
+READY_TIMEOUT_S = 60.0
+"""Longest wait for a server, a fleet or the publisher to be ready."""
+
+
+class RunError(RuntimeError):
+    """A run that could not be carried out (a process did not start or answer)."""
+
+
+# --- the server under test ------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerHandle:
+    """The server under test (the lab's Flask server or the floor): where it listens and what it costs."""
+
+    port: int
+    child: Child
+    http: bool
+    """Whether it speaks HTTP (``/healthz``, ``/stats``); the floor does not."""
+    stop_timeout: float = 1.0
+    """The window is closed when it stops: a server slow to shut down (gunicorn's arbiter) is killed after this."""
+    base: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    def exited(self) -> bool:
+        return self.child.exited()
+
+    def stop(self) -> None:
+        self.child.stop(self.stop_timeout)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process and its children (gunicorn workers)."""
+        return self.child.cpu_seconds()
+
+    def rss_bytes(self) -> int:
+        return self.child.rss_bytes()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Probe ``/healthz`` until it answers 200 (the floor is ready once it announced its port)."""
+        if self.exited():
+            raise RunError(f"the server on port {self.port} exited at start (see the run's log)")
+        if self.http:
+            try:
+                wait_http_ok(f"{self.base}/healthz", timeout, alive=lambda: not self.exited())
+            except ChildError as exc:
+                raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /stats`` (empty for the floor)."""
+        if not self.http:
+            return {}
+        try:
+            result: dict[str, Any] = httpx.get(f"{self.base}/stats", timeout=10).json()
+        except httpx.HTTPError as exc:  # e.g. every gthread thread held by a long poll
+            raise RunError(f"the server's /stats did not answer ({exc!r}): is every worker thread busy?") from exc
+        return result
+
+
+def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
+    """The ``python -m server`` command line of a scenario."""
+    args = [
+        "-m", "server",
+        "--runtime", scenario.runtime,
+        "--port", str(port),
+        "--history", str(history),
+        "--threads", str(scenario.threads),
+        "--connections", str(scenario.connections),
+        "--poll-timeout", str(scenario.poll_timeout_s),
+        "--ws-compression", "on" if scenario.compression else "off",
+    ]  # fmt: skip
+    # Always stated: the server's own default (pings every 25 s) must not decide what a scenario measures.
+    args += ["--ws-ping-interval", str(scenario.ws_ping_s or 0)]
+    return args
+
+
+def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
+    """Start the server under test on a port it picks and announces; :meth:`ServerHandle.wait_ready` waits."""
+    if transport == "floor":
+        floor = FloorProcess()  # returns once it listens
+        return ServerHandle(floor.port, floor, http=False)
+    child = Child(server_args(scenario, 0, history), log=log, name="the server")
+    try:
+        port = int(child.expect("port", READY_TIMEOUT_S)["port"])
+    except ChildError as exc:
+        child.stop()
+        raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
+    return ServerHandle(port, child, http=True)
