@@ -67,6 +67,7 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": config.ws_ping_interval,
         "max_message_size": config.ws_max_message,
+        "write_timeout": config.ws_write_timeout,
     }
     install_security(app, config)  # first hook: a refused request reaches nothing else
 

@@ -52,6 +52,9 @@ class Config:
     """Largest client WebSocket message, bytes."""
     ws_compression: bool = False
     """Allow permessage-deflate when a client offers it."""
+    ws_write_timeout: float = 30.0
+    """Seconds a WebSocket write may go without progress before the reader is taken for a slow consumer and
+    dropped (it resumes from its cursor and loses nothing); with or without pings."""
     history_bytes: int = 8 * MiB
     """Largest history per channel, bytes of stored events (the newest event is always kept)."""
     history_total_bytes: int = 256 * MiB
@@ -119,13 +122,15 @@ class Config:
                 raise bad(name, ">= 0 (empty or auto: derived from the runtime)")
         if not 0 < self.header_timeout < float("inf"):
             raise bad("header_timeout", "a number of seconds > 0")
+        if not 0 < self.ws_write_timeout < float("inf"):
+            raise bad("ws_write_timeout", "a number of seconds > 0")
         for name in ("publish_token", "subscribe_token"):
             if any(c.isspace() or not c.isprintable() for c in getattr(self, name)):
                 raise ValueError(f"{name} (LAB_{name.upper()}) must be printable with no white space")
 
 
 _INTS = {"history", "max_batch", "max_body", "ws_max_message", "history_bytes", "history_total_bytes"}
-_FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout"}
+_FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout", "ws_write_timeout"}
 _OPTIONAL_INTS = {"max_connections", "max_longpoll", "max_websocket"}
 _OFF = {"", "0", "none", "off"}
 

@@ -31,6 +31,7 @@ import binascii
 import contextlib
 import json
 import logging
+import select
 import socket
 import struct
 import threading
@@ -119,9 +120,13 @@ class _Writer:
     they take it or expect it held.
     """
 
-    def __init__(self, sock: Any) -> None:
+    def __init__(self, sock: Any, timeout: float = CONTROL_WAIT) -> None:
         self.sock = sock
         """The runtime's socket (a gevent socket under gevent)."""
+        self.timeout = timeout
+        """Longest a write may wait for the lock or go without progress (``LAB_WS_WRITE_TIMEOUT``): past it the
+        client has stopped reading (a slow consumer) and the connection is aborted; the client resumes from its
+        cursor and loses nothing."""
         self.raw: socket.socket = getattr(sock, "_sock", sock)
         """The OS socket under it: ``send``/``sendmsg`` with ``MSG_DONTWAIT`` never block nor yield."""
         self.lock = threading.Lock()
@@ -138,13 +143,33 @@ class _Writer:
     def write(self, data: bytes) -> None:
         """Write ``data`` whole, after what is pending; the caller holds :attr:`lock`."""
         self.flush()
-        self.sock.sendall(data)
+        self._sendall(data)
 
     def flush(self) -> None:
         """Write what is pending; the caller holds :attr:`lock`."""
         if self.pending:
             pending, self.pending = self.pending, b""
-            self.sock.sendall(pending)
+            self._sendall(pending)
+
+    def _sendall(self, data: bytes) -> None:
+        """Write ``data`` whole; a write that makes no progress for :attr:`timeout` aborts the connection.
+
+        Non-blocking sends on the OS socket, waiting for room with ``select`` (cooperative under gevent,
+        which patches it): a reader that stops reading cannot hold the session, a thread or a greenlet
+        forever, whether or not pings are on.
+        """
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        while view:
+            try:
+                view = view[self.raw.send(view, socket.MSG_DONTWAIT) :]
+                deadline = time.monotonic() + self.timeout
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.abort()
+                    raise TimeoutError(f"the client read nothing for {self.timeout:g} s: a slow consumer") from None
+                select.select([], [self.raw], [], min(left, 1.0))
 
     def send(self, data: bytes) -> int:
         """simple-websocket's writes (101 answer, pongs, pings, close frames): whole, in turn.
@@ -152,9 +177,9 @@ class _Writer:
         Waits at most :data:`CONTROL_WAIT` for the lock; past that the client
         has stopped reading, and the connection is aborted.
         """
-        if not self.lock.acquire(timeout=CONTROL_WAIT):
+        if not self.lock.acquire(timeout=self.timeout):
             self.abort()
-            raise TimeoutError(f"no write finished on this WebSocket for {CONTROL_WAIT:g} s")
+            raise TimeoutError(f"no write finished on this WebSocket for {self.timeout:g} s")
         try:
             self.write(data)
         finally:
@@ -215,11 +240,11 @@ class LabWebSocket(Server):  # type: ignore[misc]
     connected: bool
     """simple-websocket's: false once either side has closed."""
 
-    def __init__(self, environ: dict[str, Any], **options: Any) -> None:
+    def __init__(self, environ: dict[str, Any], write_timeout: float = CONTROL_WAIT, **options: Any) -> None:
         environ = dict(environ)
         for key in ("werkzeug.socket", "gunicorn.socket"):
             if key in environ:
-                environ[key] = _Writer(environ[key])
+                environ[key] = _Writer(environ[key], write_timeout)
                 self.writer: _Writer = environ[key]
                 break
         else:  # pragma: no cover - the lab runs on Werkzeug and gunicorn only
@@ -246,7 +271,7 @@ class LabWebSocket(Server):  # type: ignore[misc]
         """
         if not self.connected:
             raise ConnectionClosed(self.close_reason, self.close_message)
-        if not self.writer.lock.acquire(timeout=CONTROL_WAIT):
+        if not self.writer.lock.acquire(timeout=self.writer.timeout):
             self.connected = False
             self.writer.abort()
             self.event.set()

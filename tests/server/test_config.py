@@ -62,6 +62,7 @@ def test_every_variable_is_read() -> None:
         "LAB_MAX_LONGPOLL": "20",
         "LAB_MAX_WEBSOCKET": "30",
         "LAB_HEADER_TIMEOUT": "3",
+        "LAB_WS_WRITE_TIMEOUT": "4.5",
         "UNRELATED": "x",
     }
     config = Config.from_env(env)
@@ -88,6 +89,7 @@ def test_every_variable_is_read() -> None:
         max_longpoll=20,
         max_websocket=30,
         header_timeout=3.0,
+        ws_write_timeout=4.5,
     )
     # One variable per field, no field without one.
     assert {"LAB_" + f.name.upper() for f in fields(Config)} == {k for k in env if k.startswith("LAB_")}

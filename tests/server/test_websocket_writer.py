@@ -226,3 +226,29 @@ def test_frame_header_length_encodings(length: int) -> None:
         assert header[1:] == bytes([126]) + length.to_bytes(2, "big")
     else:
         assert header[1:] == bytes([127]) + length.to_bytes(8, "big")
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def impatient_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    """Pings off, and a write that makes no progress for 2 s gives the reader up."""
+    with run_server(request.param, "--ws-ping-interval", "0", env={"LAB_WS_WRITE_TIMEOUT": "2"}) as server:
+        yield server
+
+
+def test_a_reader_that_stops_reading_is_dropped_even_with_pings_off(impatient_server: ServerProcess) -> None:
+    """A slow consumer cannot hold its session forever: the write gives up, the connection goes, memory is freed."""
+    from bench.agents.memory import open_stalled_reader
+
+    server = impatient_server
+    channel = f"stalled-{server.runtime}"
+    sock = open_stalled_reader("127.0.0.1", server.port, channel)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10 * UNIT) as http:
+            assert wait_until(lambda: http.get("/stats").json()["connections"]["websocket"] == 1, 10 * UNIT)
+            for _ in range(40):  # 8 MB: far more than the kernel buffers of both ends hold
+                assert http.post(f"/channels/{channel}/events", json="x" * 200_000).status_code == 201
+            assert wait_until(lambda: http.get("/stats").json()["connections"]["websocket"] == 0, 30 * UNIT)
+            # The server is not hurt: a new subscriber gets the whole history (what history keeps).
+            assert http.post(f"/channels/{channel}/events", json="after").status_code == 201
+    finally:
+        sock.close()
