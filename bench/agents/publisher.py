@@ -301,7 +301,9 @@ async def _serve() -> None:
     if plan is None:
         return
     host, _, port = plan.url.removeprefix("http://").partition(":")
-    pool = HttpPublishPool(host, int(port))  # the lab's server or the floor: the same publish
+    # One connection per event of a burst at least: a burst must not queue for connections (its lag would
+    # be the pool's, and the run flagged publisher_behind for it).
+    pool = HttpPublishPool(host, int(port), connections=max(CONNECTIONS, plan.burst))
     await pool.connect()  # the keep-alive connections are open before the clock starts
     send: Send = pool.publish
     try:
