@@ -62,6 +62,7 @@ def test_a_run_that_raises_is_a_raw_file_and_the_profile_goes_on(tmp_path: Path,
 
     cost = {"added_latency_us": {"p50": -1.5, "p99": 3.0}, "cpu_us_per_kib": -0.25}
     monkeypatch.setattr(runner, "run_one", broken)
+    monkeypatch.setattr(runner, "run_memory", broken)
     monkeypatch.setattr(runner, "measure_overhead", lambda **_: cost)
     monkeypatch.setattr(runner, "write_capture", lambda run_dir: (_ for _ in ()).throw(OSError("no capture")))
     profile = load_profile("smoke")
