@@ -42,8 +42,9 @@ class Received(NamedTuple):
 
     channel: str
     seq: int
-    ts: int
-    """Server publish time: wall clock, ns since the epoch (from the event)."""
+    ts: int | None
+    """Server publish time: wall clock, ns since the epoch (from the event); ``None`` from a server that does not
+    stamp its messages (a peer of the benchmark: ``peers/``)."""
     data: Any
     """The payload, decoded from JSON."""
     recv_ns: int
@@ -194,8 +195,8 @@ class Subscriber(abc.ABC):
         seq: int = obj["seq"]
         if not self.tracker.event(seq):
             return
-        ts: int = obj["ts"]
-        if self.histogram is not None:
+        ts: int | None = obj["ts"]
+        if self.histogram is not None and ts is not None:
             self.histogram.record_us((recv_ns - ts) / 1000)
         if self.on_event is not None:
             self.on_event(Received(obj["channel"], seq, ts, obj.get("data"), recv_ns, recv_mono_ns))

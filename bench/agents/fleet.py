@@ -128,7 +128,7 @@ class FleetRecorder:
 
     def on_event(self, event: Received) -> None:
         try:
-            _index, intended_mono_ns, warm = decode_payload(event.data)
+            _index, intended_mono_ns, warm, _number = decode_payload(event.data)
         except ValueError:
             self.foreign += 1
             return
@@ -137,7 +137,8 @@ class FleetRecorder:
             return
         self.delivered += 1
         self.end_to_end.record_us((event.recv_mono_ns - intended_mono_ns) / 1000)
-        self.delivery.record_us((event.recv_ns - event.ts) / 1000)
+        if event.ts is not None:  # a peer that does not stamp its messages has no delivery latency
+            self.delivery.record_us((event.recv_ns - event.ts) / 1000)
 
 
 def _make_subscriber(

@@ -98,6 +98,9 @@ class PublishPlan:
     """``periodic`` or ``poisson`` (module docstring)."""
     seed: int = 0
     """Seed of the Poisson arrivals."""
+    numbering: str = "server"
+    """Whose number an event's cursor is: ``server`` (the lab's ``seq`` from the publish answer) or
+    ``publisher`` (the payload's own number on its channel, for peers that do not number: ``peers/``)."""
     _ticks: tuple[list[int], int] | None = field(default=None, init=False, repr=False)
     """The ticks' offsets in ns and how many are warm-up, computed once."""
 
@@ -191,10 +194,12 @@ class HttpPublishPool:
     one request at a time; requests wait for a free connection in FIFO order.
     """
 
-    def __init__(self, host: str, port: int, connections: int = CONNECTIONS) -> None:
+    def __init__(self, host: str, port: int, connections: int = CONNECTIONS, *, expect_seq: bool = True) -> None:
         self.host = host
         self.port = port
         self.size = connections
+        self.expect_seq = expect_seq
+        """The answer is the lab's ``201`` with a ``seq``; else any ``2xx`` will do (a peer's), and 0 is returned."""
         self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter] | None] = asyncio.Queue()
         self._all: list[asyncio.StreamWriter] = []
 
@@ -233,6 +238,8 @@ class HttpPublishPool:
             if close:
                 writer.close()
                 conn = None
+            if not self.expect_seq and 200 <= status < 300:
+                return 0
             if status != 201:
                 raise ValueError(f"publish answered {status}: {answer[:200]!r}")
             return int(json.loads(answer)["seq"])
@@ -257,12 +264,16 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
     warm = plan.warm_events
     tasks: set[asyncio.Task[None]] = set()
 
-    async def one(index: int, intended: int, channel: str, body: bytes) -> None:
+    by_publisher = plan.numbering == "publisher"
+
+    async def one(index: int, intended: int, channel: str, body: bytes, number: int) -> None:
         def written() -> None:
             report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
 
         try:
             seq = await send(channel, body, written)
+            if by_publisher:
+                seq = number
         except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             report.errors += 1
             return
@@ -281,8 +292,9 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
         delay = intended - time.monotonic_ns()
         if delay > 0:
             await asyncio.sleep(delay / 1e9)
-        body = encode_payload(index, intended, index < warm, plan.payload_bytes)
-        task = asyncio.create_task(one(index, intended, channel_for(index, plan.channels), body))
+        number = index // len(plan.channels) + 1  # round-robin: the event's number on its channel
+        body = encode_payload(index, intended, index < warm, plan.payload_bytes, number)
+        task = asyncio.create_task(one(index, intended, channel_for(index, plan.channels), body, number))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -303,7 +315,9 @@ async def _serve() -> None:
     host, _, port = plan.url.removeprefix("http://").partition(":")
     # One connection per event of a burst at least: a burst must not queue for connections (its lag would
     # be the pool's, and the run flagged publisher_behind for it).
-    pool = HttpPublishPool(host, int(port), connections=max(CONNECTIONS, plan.burst))
+    pool = HttpPublishPool(
+        host, int(port), connections=max(CONNECTIONS, plan.burst), expect_seq=plan.numbering == "server"
+    )
     await pool.connect()  # the keep-alive connections are open before the clock starts
     send: Send = pool.publish
     try:

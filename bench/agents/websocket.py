@@ -36,7 +36,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import socket
 import time
@@ -46,6 +45,7 @@ from urllib.parse import quote, urlsplit
 from bench.agents.frames import MAX_SIZE, Close, Control, FrameParser, Message, Opcode, ProtocolError, close, pong
 from clients import HandshakeRejected, Subscriber, SubscriberError
 
+from .messages import Decode, lab_message
 from .meter import WireMeter
 
 __all__ = ["HANDSHAKE_TIMEOUT", "LeanWebSocketSubscriber", "WebSocketClosed", "accept_key"]
@@ -211,7 +211,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(message, str):
                 stats.frames += 1
                 stats.payload_bytes += len(message) if message.isascii() else len(message.encode())
-                sub._on_message(json.loads(message), recv_ns, recv_mono_ns)
+                sub._on_message(sub.decode(sub.channel, message), recv_ns, recv_mono_ns)
             elif isinstance(message, Control):
                 if message.opcode is Opcode.PING and self.transport is not None:
                     self._write(pong(message.payload))
@@ -258,7 +258,15 @@ class LeanWebSocketSubscriber(Subscriber):
     retry_on = (OSError,)
 
     def __init__(
-        self, base_url: str, channel: str, *, max_size: int = MAX_SIZE, meter: WireMeter | None = None, **kwargs: Any
+        self,
+        base_url: str,
+        channel: str,
+        *,
+        max_size: int = MAX_SIZE,
+        meter: WireMeter | None = None,
+        path: str = "/channels/{channel}/ws?after={after}",
+        decode: Decode = lab_message,
+        **kwargs: Any,
     ) -> None:
         super().__init__(channel, **kwargs)
         self.meter = meter
@@ -271,7 +279,10 @@ class LeanWebSocketSubscriber(Subscriber):
         self.max_size = max_size
         """Largest message accepted, bytes (beyond: close ``1009`` and :class:`clients.SubscriberError`)."""
         self._netloc = parts.netloc
-        self._path = f"{parts.path}/channels/{quote(channel, safe='')}/ws"
+        self._path = parts.path + path
+        """The request target, a template of ``channel`` (quoted) and ``after`` (the cursor at each connect)."""
+        self.decode = decode
+        """Turns each text message into the lab's message object (:mod:`bench.agents.messages`; a peer's differs)."""
         self._conn: _Connection | None = None
 
     def drop(self) -> bool:
@@ -286,7 +297,8 @@ class LeanWebSocketSubscriber(Subscriber):
         loop = asyncio.get_running_loop()
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         request = (
-            f"GET {self._path}?after={self.tracker.cursor} HTTP/1.1\r\nHost: {self._netloc}\r\n"
+            f"GET {self._path.format(channel=quote(self.channel, safe=''), after=self.tracker.cursor)} HTTP/1.1\r\n"
+            f"Host: {self._netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode("ascii")

@@ -103,7 +103,7 @@ def test_recorder_counts_measured_events_only() -> None:
     now_wall, now_mono = time.time_ns(), time.monotonic_ns()
 
     def received(index: int, warm: bool, data: Any = None) -> Received:
-        payload = data if data is not None else [index, now_mono - 2_000_000, int(warm), ""]
+        payload = data if data is not None else [index, now_mono - 2_000_000, int(warm), index + 1, ""]
         return Received("c", index + 1, now_wall - 1_000_000, payload, now_wall, now_mono)
 
     rec.on_event(received(0, True))
@@ -114,6 +114,13 @@ def test_recorder_counts_measured_events_only() -> None:
     assert rec.end_to_end.count == rec.delivery.count == 2
     assert rec.end_to_end.summary()["min_us"] == pytest.approx(2000, rel=1e-2)
     assert rec.delivery.summary()["min_us"] == pytest.approx(1000, rel=1e-2)
+
+
+def test_recorder_keeps_end_to_end_only_for_a_peer_that_stamps_nothing() -> None:
+    rec = FleetRecorder()
+    now_wall, now_mono = time.time_ns(), time.monotonic_ns()
+    rec.on_event(Received("c", 1, None, [0, now_mono - 3_000_000, 0, 1, ""], now_wall, now_mono))
+    assert (rec.delivered, rec.end_to_end.count, rec.delivery.count) == (1, 1, 0)
 
 
 def run_fleet_process(tmp_path: Path, throttle: float, events: int) -> dict[str, Any]:

@@ -103,6 +103,23 @@ def test_open_loop_sends_without_waiting_for_answers() -> None:
     assert report.lag.count == plan.total_events
 
 
+def test_payloads_carry_their_number_on_their_channel_and_a_peer_is_numbered_by_it() -> None:
+    """Round robin over two channels: the n-th event of a channel carries n; ``publisher`` numbering reports it."""
+    plan = PublishPlan(
+        url="", channels=["a", "b"], rate=1000.0, warmup_s=0.002, duration_s=0.004, numbering="publisher"
+    )
+    numbers: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def send(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
+        on_write()
+        numbers[channel].append(decode_payload(json.loads(body)).number)
+        return 0  # a peer's answer has no seq
+
+    report = asyncio.run(run_schedule(plan, send, time.monotonic_ns()))
+    assert numbers == {"a": [1, 2, 3], "b": [1, 2, 3]}
+    assert report.last_seq == {"a": 3, "b": 3}
+
+
 def test_failed_sends_are_counted_and_make_the_publisher_behind() -> None:
     plan = PublishPlan(url="", channels=["a"], rate=1000.0, duration_s=0.005)
 
