@@ -77,7 +77,7 @@ def make_subscriber(args: argparse.Namespace, histogram: LatencyHistogram, conso
     """The subscriber the ``subscribe`` arguments ask for, printing each event."""
 
     def show(r: Received) -> None:
-        latency_ms = (r.recv_ns - r.ts) / 1e6
+        latency_ms = (r.recv_ns - r.ts) / 1e6 if r.ts is not None else float("nan")
         data = json.dumps(r.data, ensure_ascii=False)
         console.print(f"[bold cyan]{r.seq:>8}[/] [green]{latency_ms:9.3f} ms[/]  {escape(data)}", highlight=False)
 
