@@ -3,8 +3,8 @@
 Why not httpx here: on the lab's 2 cores its per-request CPU saturated the
 fleet (100 long-pollers: loop lag p99 117 ms) and put the publisher 100 ms
 behind schedule at 100 ev/s (docs/metrics.md). The benchmark only ever talks
-to the lab's own server, which answers with ``Content-Length`` and
-keep-alive, so reading a response is a head up to the blank line and a
+to the lab's own server (and to peers' HTTP ends, which do the same), which answer with ``Content-Length``
+and keep-alive, so reading a response is a head up to the blank line and a
 body of known length. Anything else is refused loudly rather than guessed.
 
 :class:`BarePoller` is the fleet's :class:`clients.Poller`: the I/O seam of
@@ -17,40 +17,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterable
-from typing import SupportsIndex
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple, SupportsIndex
 from urllib.parse import urlsplit
 
 from clients import PollAnswer, now_ns
 
 from .meter import WireMeter
 
-__all__ = ["BarePoller", "StampedReader", "read_response"]
+__all__ = ["Answer", "BarePoller", "StampedReader", "read_answer", "read_response"]
 
 READ_LIMIT = 2**16
 """The stream reader's buffer limit (asyncio's default)."""
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """``(status, body, close)`` of the next response; ``close``: the server will close the connection."""
+class Answer(NamedTuple):
+    """One HTTP/1.1 response as :func:`read_answer` read it."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    """Header names lower-cased, values stripped (a repeated header: the last one)."""
+    body: bytes
+    close: bool
+    """The server will close the connection after it."""
+
+
+async def read_answer(reader: asyncio.StreamReader) -> Answer:
+    """The next response on ``reader``: a head up to the blank line, then a body of ``Content-Length``."""
     head = await reader.readuntil(b"\r\n\r\n")
-    status_line, _, headers = head.partition(b"\r\n")
+    status_line, _, lines = head.partition(b"\r\n")
     parts = status_line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise ValueError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-    length: int | None = None
-    close = parts[0] == b"HTTP/1.0"
-    for line in headers.split(b"\r\n"):
+    headers: dict[bytes, bytes] = {}
+    for line in lines.split(b"\r\n"):
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"connection" and value.strip().lower() == b"close":
-            close = True
-        elif name == b"transfer-encoding":
-            raise ValueError("chunked responses are not expected from the lab server")
+        if name:
+            headers[name.strip().lower()] = value.strip()
+    if b"transfer-encoding" in headers:
+        raise ValueError("chunked responses are not expected here")
+    close = parts[0] == b"HTTP/1.0" or headers.get(b"connection", b"").lower() == b"close"
+    length = int(headers.get(b"content-length", b"0"))
     body = await reader.readexactly(length) if length else b""
-    return int(parts[1]), body, close
+    return Answer(int(parts[1]), headers, body, close)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """``(status, body, close)`` of the next response; ``close``: the server will close the connection."""
+    answer = await read_answer(reader)
+    return answer.status, answer.body, answer.close
 
 
 class StampedReader(asyncio.StreamReader):
@@ -110,10 +125,24 @@ class BarePoller:
 
     async def get(self, url: str, timeout: float) -> PollAnswer:
         """``GET url`` on the open connection (or a new one); a failed exchange raises :class:`OSError`."""
+        answer, new, recv_ns, recv_mono_ns = await self.request("GET", url, timeout)
+        return PollAnswer(answer.status, answer.body, new, recv_ns, recv_mono_ns)
+
+    async def request(
+        self, method: str, url: str, timeout: float, headers: Mapping[str, str] | None = None, body: bytes = b""
+    ) -> tuple[Answer, bool, int, int]:
+        """One exchange: the answer, whether a new connection was opened for it, and when it was read.
+
+        Only ``Host`` is sent besides ``headers`` (and ``Content-Length`` with a body): the peers' adapters
+        (Nchan's cursor headers, Engine.IO's ``POST``) use this; the lab's pollers use :meth:`get`.
+        """
         parts = urlsplit(url)
         origin = (parts.hostname or "127.0.0.1", parts.port or 80)
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-        request = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode("ascii")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        if body or method == "POST":
+            extra += f"Content-Length: {len(body)}\r\n"
+        request = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n{extra}\r\n".encode("latin-1") + body
         reader, writer, new = self._reader, self._writer, False
         try:
             async with asyncio.timeout(timeout):
@@ -127,16 +156,16 @@ class BarePoller:
                 writer.write(request)
                 if self.meter is not None:
                     self.meter.up += len(request)
-                status, body, close = await read_response(reader)
+                answer = await read_answer(reader)
                 recv_ns, recv_mono_ns = reader.fed_ns, reader.fed_mono_ns
         except BaseException as exc:  # the connection is in an unknown state: never reuse it
             self._close()
             if isinstance(exc, EOFError | asyncio.LimitOverrunError):
                 raise ConnectionResetError(f"GET {target}: {exc!r}") from exc
             raise
-        if close:
+        if answer.close:
             self._close()
-        return PollAnswer(status, body, new, recv_ns, recv_mono_ns)
+        return answer, new, recv_ns, recv_mono_ns
 
     async def aclose(self) -> None:
         """Close the connection, if one is open, and wait until it is."""

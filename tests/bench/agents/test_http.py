@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.agents.http import BarePoller, StampedReader, read_response
+from bench.agents.http import Answer, BarePoller, StampedReader, read_response
 from clients import PollAnswer
 from tests.support import UNIT
 
@@ -104,6 +104,31 @@ def test_keep_alive_answers_reuse_the_connection_and_any_status_is_returned() ->
     answers, heads = asyncio.run(main())
     assert answers == [PollAnswer(200, b"{}", True), PollAnswer(400, b"bad", False)]
     assert heads[0].startswith(b"GET /channels/c/poll?after=1&timeout=0 HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_a_request_sends_its_headers_and_body_and_returns_the_answer_headers() -> None:
+    """What peers' adapters need: Nchan's cursor headers both ways, Engine.IO's POST with a body."""
+
+    async def main() -> tuple[Answer, bool, list[bytes]]:
+        ok = (
+            b"HTTP/1.1 200 OK\r\nEtag: 0\r\nLast-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok"
+        )
+        server, port, heads = await serve_once([ok])
+        poller = BarePoller()
+        try:
+            headers = {"If-None-Match": "0"}
+            answer, new, _, _ = await poller.request("POST", f"http://127.0.0.1:{port}/x", 5 * UNIT, headers, b"40")
+            return answer, new, heads
+        finally:
+            await poller.aclose()
+            server.close()
+
+    answer, new, heads = asyncio.run(main())
+    assert (answer.status, answer.body, new) == (200, b"ok", True)
+    assert answer.headers[b"etag"] == b"0"
+    assert answer.headers[b"last-modified"] == b"Tue, 01 Dec 2026 10:00:00 GMT"
+    assert heads[0].startswith(b"POST /x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert heads[0].endswith(b"\r\nIf-None-Match: 0\r\nContent-Length: 2\r\n\r\n")
 
 
 def test_a_closed_connection_is_a_connection_error_and_the_next_get_reconnects() -> None:
