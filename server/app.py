@@ -23,6 +23,7 @@ from .errors import ApiError, read_body
 from .longpoll import handle_poll, parse_cursor
 from .security import CLOSE_FORBIDDEN, MAY_PUBLISH, PublishForbidden, ReadOnlyBus
 from .security import install as install_security
+from .sse import handle_sse
 from .stats import Stats
 from .websocket import LabWebSocket, WebSocketSession, check_handshake, websocket_route
 
@@ -31,7 +32,7 @@ __all__ = ["Lab", "create_app", "lab_of"]
 WS_ENDPOINT = "websocket"
 
 _HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-_EMPTY_CHANNEL = re.compile(r"/channels//(events|poll|ws)")
+_EMPTY_CHANNEL = re.compile(r"/channels//(events|poll|ws|sse)")
 
 
 @dataclass(slots=True)
@@ -41,7 +42,7 @@ class Lab:
     config: Config
     bus: Bus
     stats: Stats
-    gate: Gate = field(default_factory=lambda: Gate(None, {"longpoll": None, "websocket": None}))
+    gate: Gate = field(default_factory=lambda: Gate(None, {"longpoll": None, "websocket": None, "sse": None}))
     """Held connections against their limits (server/capacity.py)."""
 
 
@@ -119,6 +120,10 @@ def create_app(config: Config | None = None, bus: Bus | None = None) -> Flask:
     def poll(channel: str) -> Response:
         with lab.gate.hold("longpoll"):
             return handle_poll(lab.bus, lab.stats, config, _channel(channel))
+
+    @app.get("/channels/<channel>/sse")
+    def sse(channel: str) -> Response:
+        return handle_sse(lab.bus, lab.stats, lab.gate, config, _channel(channel))
 
     @websocket_route(app, "/channels/<channel>/ws", endpoint=WS_ENDPOINT)
     def websocket(ws: LabWebSocket, channel: str) -> None:

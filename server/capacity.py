@@ -84,6 +84,7 @@ class Gate:
             {
                 "longpoll": total if config.max_longpoll is None else config.max_longpoll,
                 "websocket": total if config.max_websocket is None else config.max_websocket,
+                "sse": total,
             },
         )
 

@@ -77,6 +77,9 @@ class Config:
     """Most open WebSockets; ``None``: ``max_connections``."""
     header_timeout: float = 10.0
     """Seconds a client has to send a request's headers (gunicorn runtimes)."""
+    sse_heartbeat: float = 15.0
+    """Seconds an SSE stream may stay silent before the server writes a heartbeat comment (keeps proxies from
+    closing it, and finds a client that has left)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -124,13 +127,15 @@ class Config:
             raise bad("header_timeout", "a number of seconds > 0")
         if not 0 < self.ws_write_timeout < float("inf"):
             raise bad("ws_write_timeout", "a number of seconds > 0")
+        if not 0 < self.sse_heartbeat < float("inf"):
+            raise bad("sse_heartbeat", "a number of seconds > 0")
         for name in ("publish_token", "subscribe_token"):
             if any(c.isspace() or not c.isprintable() for c in getattr(self, name)):
                 raise ValueError(f"{name} (LAB_{name.upper()}) must be printable with no white space")
 
 
 _INTS = {"history", "max_batch", "max_body", "ws_max_message", "history_bytes", "history_total_bytes"}
-_FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout", "ws_write_timeout"}
+_FLOATS = {"poll_timeout", "poll_timeout_max", "header_timeout", "ws_write_timeout", "sse_heartbeat"}
 _OPTIONAL_INTS = {"max_connections", "max_longpoll", "max_websocket"}
 _OFF = {"", "0", "none", "off"}
 

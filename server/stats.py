@@ -14,11 +14,11 @@ import psutil
 
 __all__ = ["TRANSPORTS", "Stats"]
 
-TRANSPORTS = ("longpoll", "websocket")
+TRANSPORTS = ("longpoll", "websocket", "sse")
 
 
 class Session(Protocol):
-    """A long-lived connection that keeps its own counters (the WebSocket)."""
+    """A long-lived connection that keeps its own counters (a WebSocket, an SSE stream)."""
 
     delivered: int
     bytes_sent: int
