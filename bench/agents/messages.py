@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.contract.payload import decode_payload
 
-__all__ = ["Decode", "lab_message", "numbered_by_publisher"]
+__all__ = ["Decode", "lab_message", "numbered_by_publisher", "peer_event"]
 
 Decode = Callable[[str, str], dict[str, Any]]
 """``decode(channel, text)``: the lab's message object for one text message received on ``channel``."""
@@ -35,5 +35,9 @@ def lab_message(channel: str, text: str) -> dict[str, Any]:
 
 def numbered_by_publisher(channel: str, text: str) -> dict[str, Any]:
     """A peer's message: the text is the published payload itself; its number on the channel is the cursor."""
-    data = json.loads(text)
+    return peer_event(channel, json.loads(text))
+
+
+def peer_event(channel: str, data: Any) -> dict[str, Any]:
+    """The lab's event object for a payload a peer delivered (already decoded from its own envelope)."""
     return {"channel": channel, "seq": decode_payload(data).number, "ts": None, "data": data}
