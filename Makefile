@@ -16,11 +16,11 @@ help: ## this menu
 $(BIN)/.installed-run: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[peers]'
 	touch $@
 
 $(BIN)/.installed: pyproject.toml $(BIN)/.installed-run
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,peers]'
 	touch $@
 
 install: $(BIN)/.installed ## create .venv and install the lab with its dev tools
