@@ -3,8 +3,9 @@
 Layers: :mod:`clients.accounting` (sans-I/O cursor, loss, duplicate and order
 accounting) and :mod:`clients.latency` (HdrHistogram wrapper) know nothing of
 sockets; :mod:`clients.subscriber` holds the reconnect-and-resume loop shared
-by the transport frontends :mod:`clients.longpoll`, :mod:`clients.polling`
-and :mod:`clients.websocket`; :mod:`clients.poller` is the one HTTP seam of
+by the transport frontends :mod:`clients.longpoll`, :mod:`clients.polling`,
+:mod:`clients.websocket` and :mod:`clients.sse` (over the sans-I/O
+:mod:`clients.eventstream`); :mod:`clients.poller` is the one HTTP seam of
 the long-poll and polling subscribers (httpx by default; the benchmark's
 fleet passes its own); :mod:`clients.publisher` posts events.
 ``python -m clients`` is a command line for people (docs/clients.md).
@@ -13,11 +14,13 @@ Everything another package needs is re-exported here.
 """
 
 from .accounting import Counters, Tracker
+from .eventstream import EventStreamError, EventStreamParser, ServerSentEvent
 from .latency import LatencyHistogram
 from .longpoll import LongPollSubscriber, ServerUnavailable
 from .poller import HttpxPoller, PollAnswer, Poller, make_http_client
 from .polling import PollingSubscriber
 from .publisher import Ack, AsyncPublisher, Publisher, PublishError
+from .sse import SSESubscriber
 from .subscriber import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -35,6 +38,8 @@ __all__ = [
     "Ack",
     "AsyncPublisher",
     "Counters",
+    "EventStreamError",
+    "EventStreamParser",
     "HandshakeRejected",
     "HttpxPoller",
     "LatencyHistogram",
@@ -46,6 +51,8 @@ __all__ = [
     "PublishError",
     "Publisher",
     "Received",
+    "SSESubscriber",
+    "ServerSentEvent",
     "ServerUnavailable",
     "Subscriber",
     "SubscriberError",

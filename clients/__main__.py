@@ -1,6 +1,7 @@
 """``python -m clients``: subscribe and publish from a terminal (for people, not benchmarks).
 
     python -m clients subscribe --transport websocket --channel demo
+    python -m clients subscribe --transport sse --channel demo
     python -m clients publish --channel demo '{"hello": 1}' --count 10 --rate 2
 
 ``subscribe`` prints one line per event (seq, delivery latency, data) and,
@@ -26,12 +27,13 @@ from .latency import LatencyHistogram
 from .longpoll import LongPollSubscriber
 from .polling import PollingSubscriber
 from .publisher import Publisher, PublishError
+from .sse import SSESubscriber
 from .subscriber import Received, Subscriber, SubscriberError
 from .websocket import WebSocketSubscriber
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SUBSCRIBERS: dict[str, type[Subscriber]] = {
-    cls.transport: cls for cls in (LongPollSubscriber, WebSocketSubscriber, PollingSubscriber)
+    cls.transport: cls for cls in (LongPollSubscriber, WebSocketSubscriber, SSESubscriber, PollingSubscriber)
 }
 """The ``--transport`` choices: each subscriber class names its own transport."""
 
@@ -86,6 +88,8 @@ def make_subscriber(args: argparse.Namespace, histogram: LatencyHistogram, conso
         return LongPollSubscriber(args.url, args.channel, timeout=args.timeout, **common)
     if args.transport == "polling":
         return PollingSubscriber(args.url, args.channel, interval=args.interval, **common)
+    if args.transport == "sse":
+        return SSESubscriber(args.url, args.channel, **common)
     return WebSocketSubscriber(args.url, args.channel, compression=args.compression, **common)
 
 

@@ -41,7 +41,7 @@ def test_publish_refused_exits_1(server):
     assert "bad_channel" in r.stdout
 
 
-@pytest.mark.parametrize("transport", ["longpoll", "websocket", "polling"])
+@pytest.mark.parametrize("transport", ["longpoll", "websocket", "sse", "polling"])
 def test_subscribe_prints_events_and_a_summary_on_sigint(server, channel, transport):
     assert cli("publish", "--url", server.url, "--channel", channel, "first").returncode == 0
     proc = subprocess.Popen(

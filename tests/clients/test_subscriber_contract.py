@@ -1,4 +1,4 @@
-"""The contract every subscriber meets: one set of tests, run over long polling, interval polling and WebSocket.
+"""The contract every subscriber meets: one set of tests, run over long polling, interval polling, WebSocket and SSE.
 
 Like ``tests/server/test_bus_contract.py`` for the buses, these tests pin
 what each transport frontend of :class:`clients.Subscriber` must do against
@@ -7,7 +7,7 @@ data, across dropped connections; gap and reset notices accounted; a
 refusal not retried. They check correctness only (which events arrive, how
 often, in which order, and what the accounting says), never a timing.
 What only one transport does is tested in its own module
-(``test_longpoll.py``, ``test_polling.py``, ``test_websocket.py``).
+(``test_longpoll.py``, ``test_polling.py``, ``test_websocket.py``, ``test_sse.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from clients import (
     LongPollSubscriber,
     PollingSubscriber,
     Received,
+    SSESubscriber,
     Subscriber,
     SubscriberError,
     WebSocketSubscriber,
@@ -37,6 +38,7 @@ MAKERS: dict[str, Make] = {
     "longpoll": lambda url, channel, **kw: LongPollSubscriber(url, channel, timeout=2.0, **kw),
     "polling": lambda url, channel, **kw: PollingSubscriber(url, channel, interval=0.02, **kw),
     "websocket": lambda url, channel, **kw: WebSocketSubscriber(url, channel, **kw),
+    "sse": lambda url, channel, **kw: SSESubscriber(url, channel, **kw),
 }
 """How each transport's subscriber is made for these tests (short holds and intervals)."""
 
@@ -110,6 +112,8 @@ def test_all_arrive_in_order(make: Make, transport: str, server: ServerProcess, 
     assert sub.stats.reconnects == 0
     if transport == "websocket":  # one connection, one frame per event, no HTTP request
         assert (sub.stats.connections, sub.stats.frames, sub.stats.requests) == (1, n, 0)
+    elif transport == "sse":  # one stream (one request), one SSE event per event
+        assert (sub.stats.connections, sub.stats.frames, sub.stats.requests) == (1, n, 1)
     else:  # HTTP answers
         assert sub.stats.frames == 0
         assert sub.stats.requests >= 2
@@ -157,7 +161,7 @@ def test_reconnect_and_resume(make: Make, transport: str, server: ServerProcess,
         # (Idle interval polls may hold no connection open when a drop comes: only exactly-once must hold.)
         assert proxy.dropped >= rounds
         assert sub.stats.reconnects >= rounds
-    if transport == "websocket":
+    if transport in ("websocket", "sse"):
         assert sub.stats.connections == sub.stats.reconnects + 1
 
 
