@@ -16,7 +16,7 @@ import pytest
 
 from tests.support import ROOT
 
-PACKAGES = ("server", "clients", "bench", "notebooks")
+PACKAGES = ("server", "clients", "bench", "notebooks", "peers")
 """The project's own top-level packages; imports of anything else (stdlib, third party) are not restricted."""
 
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -39,6 +39,12 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "bench.report": ("bench.report", "bench.contract"),
     "bench": ("bench.contract", "bench.run", "bench.report"),
     "notebooks": ("notebooks", "bench.report"),
+    # A peer is another implementation measured beside the lab: it shares nothing with it (the bench starts
+    # it by its command line only), and peers share nothing with each other.
+    "peers": ("peers",),
+    "peers.flask_socketio": ("peers.flask_socketio",),
+    "peers.nchan": ("peers.nchan",),
+    "peers.websockets": ("peers.websockets",),
 }
 """docs/architecture.md's table. ``bench`` itself is its ``__init__`` and ``__main__`` (the command line)."""
 
@@ -135,6 +141,9 @@ def _tree(tmp_path: Path, files: Mapping[str, str]) -> Path:
         ({"bench/agents/x.py": "from clients._subscriber import Subscriber\n"}, "a private module of another package"),
         ({"bench/agents/x.py": "from clients import _subscriber\n"}, "a private module of another package"),
         ({"notebooks/x.py": "from bench.contract import schema\n"}, "notebooks.x imports bench.contract"),
+        ({"peers/nchan/x.py": "from server.bus import core\n"}, "peers.nchan.x imports server.bus"),
+        ({"peers/nchan/x.py": "from peers.websockets import server\n"}, "peers.nchan.x imports peers.websockets"),
+        ({"bench/run/x.py": "import peers.nchan\n"}, "bench.run.x imports peers.nchan"),
     ],
 )
 def test_a_deliberate_violation_is_caught(tmp_path: Path, files: dict[str, str], expected: str) -> None:

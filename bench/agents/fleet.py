@@ -111,6 +111,12 @@ class FleetConfig:
     throttle: float = 0.0
     seed: int = 0
     """Seed of the interval pollers' random phases (each process of a run gets its own)."""
+    server: str = "lab"
+    """Whose protocol to speak: the lab's, or a peer's (:data:`bench.contract.names.SERVERS`)."""
+    upgrade: bool = False
+    """Socket.IO's ``websocket``: connect with the official client's handshake (polling, then upgrade)."""
+    drop_every_s: float | None = None
+    """Abort every subscriber's connection this often (the resume test); ``None``: never."""
 
 
 @dataclass(slots=True)
@@ -148,7 +154,9 @@ def _make_subscriber(
     phase: float = 0.0,
     meter: WireMeter | None = None,
 ) -> Subscriber:
-    """One subscriber of ``config.transport``; the lean ones count their bytes in ``meter``."""
+    """One subscriber of ``config.transport`` on ``config.server``; the lean ones count their bytes in ``meter``."""
+    if config.server != "lab":
+        return _peer_subscriber(config, channel, on_event, phase, meter)
     if config.transport == "longpoll":
         return LongPollSubscriber(
             config.url,
@@ -173,7 +181,44 @@ def _make_subscriber(
         return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
     if config.transport in ("websocket", "floor"):  # the floor speaks the same WebSocket to the same client
         return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)
+    if config.transport == "sse":
+        from bench.agents.sse import LeanSSESubscriber
+
+        return LeanSSESubscriber(config.url, channel, meter=meter, on_event=on_event)
     raise ValueError(f"unknown transport {config.transport!r}")
+
+
+def _peer_subscriber(
+    config: FleetConfig,
+    channel: str,
+    on_event: Callable[[Received], None],
+    phase: float,
+    meter: WireMeter | None,
+) -> Subscriber:
+    """A subscriber speaking a peer's protocol (``peers/``): its adapter, imported only when a run needs it."""
+    if config.server == "websockets" and config.transport == "websocket":
+        return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)  # the lab's protocol
+    if config.server == "flask_socketio" and config.transport in ("longpoll", "websocket"):
+        from bench.agents.socketio import SocketIOSubscriber
+
+        mode = "polling" if config.transport == "longpoll" else "upgrade" if config.upgrade else "websocket"
+        return SocketIOSubscriber(config.url, channel, mode=mode, meter=meter, on_event=on_event)
+    if config.server == "nchan":
+        from bench.agents import nchan
+
+        if config.transport == "longpoll":
+            return nchan.NchanLongPollSubscriber(
+                config.url, channel, timeout=config.poll_timeout_s, meter=meter, on_event=on_event
+            )
+        if config.transport == "polling":
+            return nchan.NchanIntervalPollSubscriber(
+                config.url, channel, interval=config.poll_interval_s or 1.0, phase=phase, meter=meter, on_event=on_event
+            )
+        if config.transport == "websocket":
+            return nchan.NchanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)
+        if config.transport == "sse":
+            return nchan.NchanEventSourceSubscriber(config.url, channel, meter=meter, on_event=on_event)
+    raise ValueError(f"server {config.server!r} has no transport {config.transport!r}")
 
 
 def _connected(sub: Subscriber) -> bool:
@@ -189,6 +234,25 @@ def _total_stats(subs: list[Subscriber]) -> dict[str, int]:
         for key, value in s.stats.as_dict().items():
             total[key] = total.get(key, 0) + value
     return total
+
+
+def _drop(sub: Subscriber) -> bool:
+    """Abort ``sub``'s connection as a network failure would (it reconnects and resumes as its protocol lets it)."""
+    drop = getattr(sub, "drop", None)
+    if drop is not None:
+        return bool(drop())
+    poller = getattr(sub, "poller", None)
+    return isinstance(poller, BarePoller) and poller.abort()
+
+
+async def _dropper(subs: list[Subscriber], every_s: float, rng: random.Random, stop: asyncio.Event) -> None:
+    """The resume test: each subscriber's connection aborted every ``every_s``, the subscribers staggered."""
+    order = list(subs)
+    rng.shuffle(order)
+    while not stop.is_set():
+        for sub in order:
+            await asyncio.sleep(every_s / len(order))
+            _drop(sub)
 
 
 async def _ticker(lag: list[LatencyHistogram], stop: asyncio.Event) -> None:
@@ -228,6 +292,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     helpers = [asyncio.create_task(_ticker(lag, stop))]
     if config.throttle > 0:
         helpers.append(asyncio.create_task(_burner(config.throttle, stop)))
+
     cpu0 = time.process_time_ns()  # this process's own CPU, at nanosecond resolution
     wall0 = time.monotonic()
     cpu_percent = 0.0
@@ -242,6 +307,9 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
         say({"ready": all(_connected(s) for s in subs)})
         async for cmd in stream:
             if cmd["cmd"] == "window":
+                if config.drop_every_s:  # from the window on: the warm-up connected every subscriber once
+                    dropper = _dropper(subs, config.drop_every_s, random.Random(config.seed), stop)
+                    helpers.append(asyncio.create_task(dropper))
                 lag[0] = LatencyHistogram()
                 cpu0, wall0 = time.process_time_ns(), time.monotonic()
                 say({"window": _total_stats(subs), "wire": meter.as_dict()})

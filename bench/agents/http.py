@@ -167,6 +167,14 @@ class BarePoller:
             self._close()
         return answer, new, recv_ns, recv_mono_ns
 
+    def abort(self) -> bool:
+        """Abort the open connection, if any, as a network failure would (the exchange under way fails)."""
+        writer = self._writer
+        if writer is None:
+            return False
+        writer.transport.abort()
+        return True
+
     async def aclose(self) -> None:
         """Close the connection, if one is open, and wait until it is."""
         writer = self._writer

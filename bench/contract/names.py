@@ -20,6 +20,8 @@ __all__ = [
     "RESULT_FILE_RE",
     "RUNTIMES",
     "SCHEMA_VERSION",
+    "SERVERS",
+    "SERVER_TRANSPORTS",
     "TRANSPORTS",
     "result_file_name",
     "run_dir_name",
@@ -27,8 +29,18 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """Version of the raw result and meta.json format (docs/results.md)."""
-TRANSPORTS = ("longpoll", "websocket", "polling", "floor")
-"""What a scenario can run: the lab's two routes, interval polling of the long-poll route, the loopback floor."""
+TRANSPORTS = ("longpoll", "websocket", "polling", "sse", "floor")
+"""What a scenario can run: the lab's long-poll, WebSocket and SSE routes, interval polling of the long-poll
+route, the loopback floor."""
+SERVERS = ("lab", "flask_socketio", "nchan", "websockets")
+"""The server under test: the lab's own, or a peer measured on the same bench (``peers/<name>/``)."""
+SERVER_TRANSPORTS: dict[str, tuple[str, ...]] = {
+    "lab": ("longpoll", "websocket", "polling", "sse", "floor"),
+    "flask_socketio": ("longpoll", "websocket"),  # Engine.IO's polling transport is long polling
+    "nchan": ("longpoll", "websocket", "polling", "sse"),
+    "websockets": ("websocket",),
+}
+"""The transports each server has."""
 LAYOUTS = ("broadcast", "per-subscriber")
 ARRIVALS = ("periodic", "poisson")
 KINDS = ("transport", "memory")

@@ -43,7 +43,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 
-from .names import ARRIVALS, KINDS, LAYOUTS, RUNTIMES, TRANSPORTS
+from .names import ARRIVALS, KINDS, LAYOUTS, RUNTIMES, SERVER_TRANSPORTS, SERVERS, TRANSPORTS
 
 __all__ = [
     "DEFAULT_FILE",
@@ -214,6 +214,21 @@ class Scenario:
     stalled: int = _spec(_int(0), old=0)
     """Memory scenarios: WebSocket readers that never read (a small receive buffer, nothing consumed)."""
     link: Link = _spec(LINK_SCHEMA)
+    server: str = _spec({"enum": list(SERVERS)}, old="lab")
+    """The server under test: ``lab`` (this lab's Flask server) or a peer (``peers/<server>/``, docs/peers.md).
+    A peer runs with ``runtime`` where it has one (Flask-SocketIO: ``gevent``, or ``werkzeug`` for its
+    ``threading`` mode) and delivers the published payload itself, numbered by the publisher."""
+    tcp_nodelay: bool = _spec({"type": "boolean"}, old=True)
+    """Flask-SocketIO on gevent only: ``TCP_NODELAY`` on its listening socket (``socketio.run`` sets none)."""
+    upgrade: bool = _spec({"type": "boolean"}, old=False)
+    """Flask-SocketIO's ``websocket`` only: the official client's default handshake (polling, then upgrade)."""
+    workers: int = _spec(_int(0), old=1)
+    """Nchan only: nginx worker processes (0: one per core, ``worker_processes auto``)."""
+    drop_every_s: float | None = _spec(
+        {"type": ["number", "null"], "exclusiveMinimum": 0}, toml={"anyOf": [*_OFF, _POSITIVE]}, old=None
+    )
+    """Every subscriber's connection is aborted this often (as a network failure would), and it reconnects and
+    resumes as its protocol lets it: the resume test (the lab resumes from its cursor; Socket.IO does not)."""
     transport: str | None = field(default=None, metadata={"schema": {"enum": list(TRANSPORTS)}, "toml": None})
     """The one transport of a run's record (:meth:`for_transport`); ``None`` in a plan."""
 
@@ -383,7 +398,7 @@ def _check_layer(raw: Mapping[str, Any], file: str, path: str) -> dict[str, Any]
     if bad is not None:
         raise _fail(file, ".".join([path, *map(str, bad)]), f"{'.'.join(map(str, bad))} must be a finite number")
     out = dict(raw)
-    for key in ("poll_interval_s", "ws_ping_s"):
+    for key in ("poll_interval_s", "ws_ping_s", "drop_every_s"):
         if key in out and (out[key] is False or out[key] == 0):
             out[key] = None
     for key, value in list(out.items()):
@@ -421,6 +436,14 @@ def _build(fields: dict[str, Any], name: str, sweep: str | None, file: str, path
     missing = sorted(SCENARIO_FIELDS - {"link"} - set(fields))
     if missing:
         raise _fail(file, path, f"missing field(s) {', '.join(missing)} (set them in [defaults])")
+    server = fields.get("server", "lab")
+    foreign = [t for t in fields["transports"] if t not in SERVER_TRANSPORTS[server]]
+    if foreign:
+        raise _fail(
+            file,
+            f"{path}.transports",
+            f"server {server!r} has no {', '.join(foreign)} (it has {', '.join(SERVER_TRANSPORTS[server])})",
+        )
     if "polling" in fields["transports"] and fields["poll_interval_s"] is None:
         raise _fail(file, f"{path}.poll_interval_s", "the polling transport needs poll_interval_s > 0")
     if (
@@ -466,7 +489,12 @@ def _expand_sweep(sweep: str, raw: Mapping[str, Any], base: dict[str, Any], file
         except ScenarioError as exc:  # name the value, not the field inside it
             raise _fail(file, where, str(exc).rsplit(": ", 1)[-1]) from None
         name = f"{sweep}-{_format_value(value)}"
-        scenarios.append(_build(_merge(base, own, checked), name, label, file, where))
+        fields = _merge(base, own, checked)
+        if param == "server":  # a sweep over servers runs each on the transports it has (names.SERVER_TRANSPORTS)
+            fields["transports"] = tuple(t for t in fields["transports"] if t in SERVER_TRANSPORTS[value])
+            if not fields["transports"]:
+                raise _fail(file, where, f"server {value!r} has none of this sweep's transports")
+        scenarios.append(_build(fields, name, label, file, where))
     return scenarios
 
 

@@ -147,7 +147,15 @@ RESULT_SCHEMA: dict[str, Any] = _obj(
                 "rss_bytes": _INT0,
                 "rss_start_bytes": _INT0,
                 "rss_per_connection_bytes": _RATIO,
-            }
+            },
+            # a peer's own account of itself (its ready line): what runs, with which options; absent for the lab
+            optional={
+                "peer": {
+                    "type": "object",
+                    "properties": {"name": {"type": "string"}, "versions": {"type": "object"}, "options": {}},
+                    "required": ["name"],
+                }
+            },
         ),
         "clients": _obj(
             {

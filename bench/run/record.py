@@ -148,6 +148,7 @@ def assemble_result(
             "rss_start_bytes": int(server_window["rss_start_bytes"]),
             # RSS can shrink over a run (the allocator returns memory): then there is no per-connection figure.
             "rss_per_connection_bytes": rss_growth / subscribers if rss_growth >= 0 else None,
+            **({"peer": server_window["peer"]} if "peer" in server_window else {}),
         },
         "clients": {
             "processes": len(fleet["cpu_percent"]),

@@ -116,6 +116,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         payload_bytes=scenario.payload_bytes,
         arrivals=scenario.arrivals,
         seed=scenario.seed + repetition,
+        numbering="server" if scenario.server in ("lab", "websockets") else "publisher",
     )
     history = max(10_000, plan.total_events + 1_000)
     server_errors: list[str] = []
@@ -155,7 +156,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         mark("server ready" + (" behind the relay" if relay else ""))
         rss_start = server.rss_bytes()
         if publisher is not None:
-            plan.url = f"http://127.0.0.1:{server.port}"  # straight to the server, never through the relay
+            plan.url = server.publish_base  # straight to the server, never through the relay
             publisher.send({"cmd": "plan", "plan": _fields(plan)})
         for shard_index, (fleet, part) in enumerate(zip(fleets, parts, strict=True)):
             config = FleetConfig(
@@ -167,23 +168,23 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 compression=scenario.compression,
                 throttle=scenario.throttle,
                 seed=(scenario.seed + repetition) * 1000 + shard_index,
+                server=scenario.server,
+                upgrade=scenario.upgrade,
+                drop_every_s=scenario.drop_every_s,
             )
             fleet.send({"cmd": "config", "config": _fields(config)})
         for fleet in fleets:
             if not fleet.expect("ready", READY_TIMEOUT_S)["ready"]:
                 raise RunError("a fleet process did not connect every subscriber")
         mark("fleet ready")
-        if transport == "longpoll":
+        # The lab's /stats says when every connection is held; a peer has none, and its warm-up is the settling.
+        held = {"longpoll": "every long poll to be held", "websocket": "every WebSocket to be open"}
+        held["sse"] = "every SSE stream to be open"
+        if server.peer is None and transport in held:
             _wait(
-                lambda: server.stats()["connections"]["longpoll"] >= scenario.subscribers,
+                lambda: server.stats()["connections"].get(transport, 0) >= scenario.subscribers,
                 READY_TIMEOUT_S,
-                "every long poll to be held",
-            )
-        elif transport == "websocket":
-            _wait(
-                lambda: server.stats()["connections"]["websocket"] >= scenario.subscribers,
-                READY_TIMEOUT_S,
-                "every WebSocket to be open",
+                held[transport],
             )
         if publisher is not None and not publisher.expect("ready", READY_TIMEOUT_S)["ready"]:
             raise RunError("the publisher did not get ready")
@@ -234,18 +235,21 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
     if merged["errors"]:
         server_errors.extend(merged["errors"])
     handshake = {"up": 0, "down": 0, "connections": 0}
-    if transport in ("websocket", "floor"):
+    streams = ("websocket", "floor", "sse")  # one request opens a stream: its head is the handshake
+    if transport in streams:
         handshake = {"up": wire1["head_up"], "down": wire1["head_down"], "connections": wire1["heads"]}
     steady = {
         "up": wire1["up"] - wire0["up"] - (wire1["head_up"] - wire0["head_up"]),
         "down": wire1["down"] - wire0["down"] - (wire1["head_down"] - wire0["head_down"]),
     }
-    if transport not in ("websocket", "floor"):
+    if transport not in streams:
         # HTTP requests each carry their headers: they are steady-state bytes (docs/results.md).
         steady = {"up": wire1["up"] - wire0["up"], "down": wire1["down"] - wire0["down"]}
     requests = 0
     if stats0 and stats1:
         requests = stats1["requests"]["longpoll"] - stats0["requests"]["longpoll"]
+    elif server.peer is not None and transport in ("longpoll", "polling"):
+        requests = int(merged["window_stats"].get("requests", 0))  # no /stats: the subscribers' own count
     return assemble_result(
         scenario_block=scenario.block(transport),
         repetition=repetition,
@@ -254,7 +258,13 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         publisher=pub_report,
         fleet=merged,
         relay_window={"steady": steady, "handshake": handshake, "meter": "relay" if relay else "client"},
-        server_window={"cpu_s": cpu1 - cpu0, "rss_bytes": rss_end, "rss_start_bytes": rss_start, "requests": requests},
+        server_window={
+            "cpu_s": cpu1 - cpu0,
+            "rss_bytes": rss_end,
+            "rss_start_bytes": rss_start,
+            "requests": requests,
+            **({"peer": server.peer} if server.peer is not None else {}),
+        },
         idle_seconds=idle_seconds,
         server_errors=server_errors,
     )

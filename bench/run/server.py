@@ -1,7 +1,11 @@
 """The server under test: started on a port it announces, probed until ready, asked for its stats, stopped.
 
-Run layer of the benchmark: the lab's Flask server (``python -m server``) or the loopback floor, as a
-:class:`bench.process.Child`, with what a run reads of it (CPU at nanosecond resolution, RSS, ``/stats``).
+Run layer of the benchmark: the lab's Flask server (``python -m server``), a peer (``python -m peers.<name>``,
+docs/peers.md) or the loopback floor, as a :class:`bench.process.Child`, with what a run reads of it (CPU of
+its whole process tree at nanosecond resolution, RSS, the lab's ``/stats``). A peer announces itself on the
+same kind of ready line as the lab's server (``{"port": N, ...}``, plus ``publish_port`` when it takes publishes
+on another port, and its ``peer``, ``versions`` and ``options``), answers ``GET /healthz``, and has no
+``/stats``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from bench.agents.floor import FloorProcess
 from bench.contract.scenarios import Scenario
 from bench.process import Child, ChildError, wait_http_ok
 
-__all__ = ["READY_TIMEOUT_S", "RunError", "ServerHandle", "launch_server", "server_args"]
+__all__ = ["READY_TIMEOUT_S", "RunError", "ServerHandle", "launch_server", "peer_args", "server_args"]
 
 READY_TIMEOUT_S = 60.0
 """Longest wait for a server, a fleet or the publisher to be ready."""
@@ -35,7 +39,11 @@ class ServerHandle:
     port: int
     child: Child
     http: bool
-    """Whether it speaks HTTP (``/healthz``, ``/stats``); the floor does not."""
+    """Whether it speaks HTTP (``/healthz``); the floor does not."""
+    publish_port: int | None = None
+    """Where publishes go, when not ``port`` (the ``websockets`` peer)."""
+    peer: dict[str, Any] | None = None
+    """A peer's ready line: ``name``, ``versions``, ``options`` (``None``: the lab's server or the floor)."""
     stop_timeout: float = 1.0
     """The window is closed when it stops: a server slow to shut down (gunicorn's arbiter) is killed after this."""
     base: str = field(init=False)
@@ -70,9 +78,14 @@ class ServerHandle:
             except ChildError as exc:
                 raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
 
+    @property
+    def publish_base(self) -> str:
+        """The base URL the publisher posts to."""
+        return f"http://127.0.0.1:{self.publish_port or self.port}"
+
     def stats(self) -> dict[str, Any]:
-        """``GET /stats`` (empty for the floor)."""
-        if not self.http:
+        """``GET /stats`` (empty for the floor and the peers, which have none)."""
+        if not self.http or self.peer is not None:
             return {}
         try:
             result: dict[str, Any] = httpx.get(f"{self.base}/stats", timeout=10).json()
@@ -98,15 +111,42 @@ def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
     return args
 
 
+def peer_args(scenario: Scenario, history: int) -> list[str]:
+    """The ``python -m peers.<name>`` command line of a scenario whose server is a peer (docs/peers.md)."""
+    args = ["-m", f"peers.{scenario.server}", "--port", "0"]
+    if scenario.server == "flask_socketio":
+        args += ["--async-mode", "gevent" if scenario.runtime == "gevent" else "threading"]
+        args += ["--nodelay", "on" if scenario.tcp_nodelay else "off"]
+        if scenario.ws_ping_s:  # else Socket.IO's own default (25 s): its heartbeat is part of its protocol
+            args += ["--ping-interval", str(scenario.ws_ping_s)]
+    elif scenario.server == "nchan":
+        args += ["--workers", str(scenario.workers or "auto"), "--history", str(history)]
+        args += ["--poll-timeout", str(scenario.poll_timeout_s)]
+    elif scenario.server == "websockets":
+        args += ["--history", str(history)]
+    return args
+
+
 def launch_server(scenario: Scenario, transport: str, history: int, log: IO[bytes]) -> ServerHandle:
     """Start the server under test on a port it picks and announces; :meth:`ServerHandle.wait_ready` waits."""
     if transport == "floor":
         floor = FloorProcess()  # returns once it listens
         return ServerHandle(floor.port, floor, http=False)
-    child = Child(server_args(scenario, 0, history), log=log, name="the server")
+    peer = scenario.server != "lab"
+    args = peer_args(scenario, history) if peer else server_args(scenario, 0, history)
+    name = f"the peer {scenario.server}" if peer else "the server"
+    child = Child(args, log=log, name=name)
     try:
-        port = int(child.expect("port", READY_TIMEOUT_S)["port"])
+        ready = child.expect("port", READY_TIMEOUT_S)
     except ChildError as exc:
         child.stop()
-        raise RunError(f"the server did not start: {exc} (see the run's log)") from exc
-    return ServerHandle(port, child, http=True)
+        raise RunError(f"{name} did not start: {exc} (see the run's log)") from exc
+    handle = ServerHandle(int(ready["port"]), child, http=True)
+    if peer:
+        handle.publish_port = int(ready["publish_port"]) if ready.get("publish_port") else None
+        handle.peer = {
+            "name": str(ready.get("peer", scenario.server)),
+            "versions": dict(ready.get("versions") or {}),
+            "options": ready.get("options") or {},
+        }
+    return handle

@@ -159,7 +159,7 @@ BAD = [
         name = "x"
         transports = ["longpoll", "carrier-pigeon"]
         """,
-        "profiles.p.scenarios[0].transports[1]: transports[1] must be one of longpoll, websocket, polling, floor, "
+        "profiles.p.scenarios[0].transports[1]: transports[1] must be one of longpoll, websocket, polling, sse, floor, "
         "got 'carrier-pigeon'",
     ),
     (
@@ -243,6 +243,24 @@ BAD = [
         name = "x"
         """,
         "profiles.p: two scenarios are named 'x'",
+    ),
+    (
+        """
+        [[profiles.p.scenarios]]
+        name = "x"
+        server = "websockets"
+        transports = ["websocket", "longpoll"]
+        """,
+        "profiles.p.scenarios[0].transports: server 'websockets' has no longpoll (it has websocket)",
+    ),
+    (
+        """
+        [profiles.p.sweeps.s]
+        param = "server"
+        values = ["lab", "websockets"]
+        transports = ["longpoll"]
+        """,
+        "profiles.p.sweeps.s.values[1]: server 'websockets' has none of this sweep's transports",
     ),
     ("[profiles.p]\ndescription = 'empty'\n", "profiles.p: a profile needs at least one scenario or sweep"),
     ("[profiles.p\n", "not valid TOML"),
@@ -368,3 +386,22 @@ def test_every_latency_scenario_measures_enough_samples(profile: str, minimum: i
 def test_the_delay_sweep_has_random_arrivals_in_full() -> None:
     delay = [s for s in load_profile("full").scenarios if s.sweep and s.sweep.startswith("delay")]
     assert {s.arrivals for s in delay} == {"periodic", "poisson"}
+
+
+def test_a_sweep_over_servers_runs_each_on_the_transports_it_has(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        [profiles.p.sweeps.peers]
+        param = "server"
+        values = ["lab", "flask_socketio", "nchan", "websockets"]
+        transports = ["longpoll", "websocket", "sse"]
+        """,
+    )
+    got = {s.name: (s.server, s.transports) for s in load_file(path)["p"].scenarios}
+    assert got == {
+        "peers-lab": ("lab", ("longpoll", "websocket", "sse")),
+        "peers-flask_socketio": ("flask_socketio", ("longpoll", "websocket")),
+        "peers-nchan": ("nchan", ("longpoll", "websocket", "sse")),
+        "peers-websockets": ("websockets", ("websocket",)),
+    }

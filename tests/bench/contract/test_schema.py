@@ -53,7 +53,7 @@ BROKEN_RESULTS = [
     (("schema",), 2, "schema"),
     (("scenario", "rate"), -1, "scenario.rate"),
     (("scenario", "rate"), "fast", "scenario.rate"),
-    (("scenario", "transport"), "sse", "scenario.transport"),
+    (("scenario", "transport"), "carrier-pigeon", "scenario.transport"),
     (("scenario", "layout"), "fanout", "scenario.layout"),
     (("scenario", "name"), "Rate 10", "scenario.name"),
     (("scenario", "link", "one_way_ms"), _DELETE, "scenario.link.one_way_ms"),
