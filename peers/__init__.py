@@ -1,0 +1,1 @@
+"""Peers: other servers measured on the lab's bench beside its own (one folder each, started by command line)."""
