@@ -39,10 +39,22 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from bench.agents.frames import MAX_SIZE, Close, Control, FrameParser, Message, Opcode, ProtocolError, close, pong
+from bench.agents.frames import (
+    MAX_SIZE,
+    Close,
+    Control,
+    FrameParser,
+    Message,
+    Opcode,
+    ProtocolError,
+    close,
+    encode_frame,
+    pong,
+)
 from clients import HandshakeRejected, Subscriber, SubscriberError
 
 from .messages import Decode, lab_message
@@ -192,6 +204,7 @@ class _Connection(asyncio.Protocol):
         self.head = bytearray()
         self.parser = FrameParser(self.sub.max_size)
         self.opened.set_result(None)
+        self.sub._opened(self.send_text)
         return rest
 
     def _refused_maybe(self) -> None:
@@ -211,7 +224,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(message, str):
                 stats.frames += 1
                 stats.payload_bytes += len(message) if message.isascii() else len(message.encode())
-                sub._on_message(sub.decode(sub.channel, message), recv_ns, recv_mono_ns)
+                sub._on_text(message, recv_ns, recv_mono_ns)
             elif isinstance(message, Control):
                 if message.opcode is Opcode.PING and self.transport is not None:
                     self._write(pong(message.payload))
@@ -220,6 +233,11 @@ class _Connection(asyncio.Protocol):
                 return
             else:
                 raise SubscriberError("the server sent a binary frame")
+
+    def send_text(self, text: str) -> None:
+        """Send one text message (a masked frame) on this WebSocket, counted in the meter; nothing once closing."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._write(encode_frame(Opcode.TEXT, text.encode()))
 
     def _close(self, code: int, reason: str, *, by_server: bool) -> None:
         """Send a close frame (``code``; an echo of the server's), end the session with it, close the transport."""
@@ -293,11 +311,25 @@ class LeanWebSocketSubscriber(Subscriber):
         conn.transport.abort()
         return True
 
+    # -- hooks for a peer's protocol over the same connection (Engine.IO: bench/agents/socketio.py) ---------
+
+    def _target(self) -> str:
+        """The request target of the next Upgrade: the path template with the channel and the cursor."""
+        return self._path.format(channel=quote(self.channel, safe=""), after=self.tracker.cursor)
+
+    def _opened(self, send: Callable[[str], None]) -> None:
+        """The ``101`` was checked: ``send(text)`` sends a text message on this connection. Nothing here."""
+        return None
+
+    def _on_text(self, text: str, recv_ns: int, recv_mono_ns: int) -> None:
+        """One text message, read at ``recv_ns``: decoded (:attr:`decode`) into the lab's message path."""
+        self._on_message(self.decode(self.channel, text), recv_ns, recv_mono_ns)
+
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         request = (
-            f"GET {self._path.format(channel=quote(self.channel, safe=''), after=self.tracker.cursor)} HTTP/1.1\r\n"
+            f"GET {self._target()} HTTP/1.1\r\n"
             f"Host: {self._netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
