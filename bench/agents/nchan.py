@@ -53,6 +53,7 @@ __all__ = [
     "NchanLongPollSubscriber",
     "NchanWebSocketSubscriber",
     "nchan_sse_event",
+    "next_slot",
     "parse_meta_message",
 ]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import pwd
 import shutil
@@ -181,7 +182,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0: a free one, announced)")
     parser.add_argument("--workers", default="1", help="nginx worker processes: a number, or 'auto' (one per core)")
     parser.add_argument("--history", type=int, default=10_000, help="messages kept per channel (the lab's history)")
-    parser.add_argument("--poll-timeout", type=int, default=25, help="seconds a long poll is held before 408")
+    parser.add_argument(
+        "--poll-timeout",
+        type=float,
+        default=25.0,
+        help="seconds a long poll is held before 408 (rounded up to whole seconds; 0: held until a message)",
+    )
     parser.add_argument("--message-timeout", type=int, default=3600, help="seconds a message is kept")
     return parser.parse_args(argv)
 
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 history=args.history,
                 message_timeout_s=args.message_timeout,
-                poll_timeout_s=args.poll_timeout,
+                poll_timeout_s=math.ceil(args.poll_timeout),
                 user=user,
             )
             try:

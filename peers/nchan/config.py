@@ -56,7 +56,8 @@ class NchanConfig:
     message_timeout_s: int = 3600
     """``nchan_message_timeout``: seconds a message is kept (longer than any run)."""
     poll_timeout_s: int = 25
-    """``nchan_subscriber_timeout`` of the long-poll location: how long a poll is held before ``408``."""
+    """``nchan_subscriber_timeout`` of the long-poll location: how long a poll is held before ``408`` (0: until a
+    message comes, Nchan's own default)."""
     module: Path = MODULE_PATH
     """The Nchan module's shared object."""
     user: str | None = None
@@ -83,8 +84,8 @@ class NchanConfig:
             raise ValueError(f"message_timeout_s must be >= 1, got {self.message_timeout_s}")
         if self.heartbeat_s < 1:
             raise ValueError(f"heartbeat_s must be >= 1, got {self.heartbeat_s}")
-        if self.poll_timeout_s < 1:
-            raise ValueError(f"poll_timeout_s must be >= 1, got {self.poll_timeout_s}")
+        if self.poll_timeout_s < 0:
+            raise ValueError(f"poll_timeout_s must be >= 0, got {self.poll_timeout_s}")
 
 
 def _subscriber(suffix: str, kind: str, timeout_s: int, extra: str = "") -> str:
