@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from bench.contract.schema import Result, Run
 
-from .tables import bytes_per_event
+from .tables import bytes_per_event, lab_results
 
 __all__ = [
     "BITS_PER_MBIT",
@@ -123,11 +123,10 @@ def _pick(results: Sequence[Result]) -> list[Result]:
 def measured_table(run: Run) -> list[MeasuredRow]:
     """The same table from this run's bytes per event, for each of polling, long polling and WebSocket it has."""
     rows = []
-    series = sorted(
-        {r.scenario.series for r in run.results if r.scenario.transport in ("polling", "longpoll", "websocket")}
-    )
+    lab = lab_results(run.results)  # a peer's bytes are its protocol's, not the lab's (the peers section has them)
+    series = sorted({r.scenario.series for r in lab if r.scenario.transport in ("polling", "longpoll", "websocket")})
     for name in series:
-        chosen = _pick([r for r in run.results if r.scenario.series == name])
+        chosen = _pick([r for r in lab if r.scenario.series == name])
         if not chosen:
             continue
         per_event = statistics.median(v for r in chosen if (v := bytes_per_event(r)) is not None)

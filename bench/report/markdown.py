@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -32,13 +31,21 @@ from bench.contract.schema import MIN_CPU_S, Result, Run, min_samples
 from .charts import Chart, write_charts
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
 from .load import load_run
-from .tables import BEYOND_ONE_TRANSIT, beyond_one_transit, bytes_per_event, format_number, markdown_table
+from .peers import peers_section
+from .tables import (
+    BEYOND_ONE_TRANSIT,
+    INVALID_MARK,
+    LOSS_MARK,
+    Group,
+    beyond_one_transit,
+    bytes_per_event,
+    format_number,
+    markdown_table,
+)
 from .targets import evaluate
 
 __all__ = ["SUMMARY_COLUMNS", "main", "summary_rows", "summary_table", "write_report"]
 
-LOSS_MARK = "✗"
-INVALID_MARK = "⚠"
 SUMMARY_COLUMNS = (
     "scenario",
     "transport",
@@ -58,54 +65,8 @@ SUMMARY_COLUMNS = (
 
 # --- cells --------------------------------------------------------------------------------------
 
-
-def _spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
-    """Median of the values, with their range when there are several: ``1.2 [1.1-1.4]``."""
-    vals = [v * scale for v in values if v is not None]
-    if not vals:
-        return "—"
-    med = format_number(statistics.median(vals), digits)
-    if len(vals) == 1 or min(vals) == max(vals):
-        return med
-    return f"{med} [{format_number(min(vals), digits)}-{format_number(max(vals), digits)}]"
-
-
-class _Group:
-    """The repetitions of one scenario and transport, split into those to show and those left out."""
-
-    def __init__(self, results: Sequence[Result]) -> None:
-        self.all = list(results)
-        self.valid = [r for r in results if r.valid]
-        self.shown = self.valid or self.all
-        self.only_invalid = not self.valid
-        self.scenario = results[0].scenario
-        self.lossy = any(r.lossy for r in results)
-
-    def cell(self, get: Callable[[Result], float | None], scale: float = 1.0, digits: int = 3) -> str:
-        text = _spread([get(r) for r in self.shown], scale, digits)
-        return f"*{text}*" if self.only_invalid and text != "—" else text
-
-    @property
-    def name(self) -> str:
-        mark = f" {LOSS_MARK}" if self.lossy else ""
-        mark += f" {INVALID_MARK} INVALID" if self.only_invalid else ""
-        return self.scenario.name + mark
-
-    @property
-    def loss_cell(self) -> str:
-        text = "/".join(
-            str(sum(getattr(r.counters, k) for r in self.all)) for k in ("missing", "duplicate", "out_of_order")
-        )
-        return f"{LOSS_MARK} {text}" if self.lossy else text
-
-    @property
-    def flags_cell(self) -> str:
-        notes = []
-        for r in self.all:
-            if r.flags:
-                label = f"{INVALID_MARK} invalid: " if not r.valid else ""
-                notes.append(f"r{r.repetition} {label}{', '.join(r.flags)}")
-        return "; ".join(notes) or "—"
+_Group = Group
+"""The repetitions of one scenario and transport as cells (:class:`bench.report.tables.Group`)."""
 
 
 def _groups(run: Run) -> list[_Group]:
@@ -504,6 +465,7 @@ def _markdown(run: Run, charts: Sequence[Chart]) -> str:
         "",
         *_summary_sections(run),
         "",
+        *peers_section(run),
         *_tail_section(run),
         *_memory_section(run),
         *_kaazing_section(run),

@@ -56,10 +56,16 @@ class Sweep:
 
 
 def find_sweeps(results: Iterable[Result]) -> list[Sweep]:
-    """Group non-idle results by ``sweep`` and find the parameter each sweep varies."""
+    """Group non-idle results of the lab by ``sweep`` and find the parameter each sweep varies.
+
+    A peer's results (``scenario.server`` not ``lab``) and the resume test's (``drop_every_s``) are left out:
+    a sweep over servers is the peers section's (:mod:`bench.report.peers`), and none of :data:`AXES` would
+    tell its points apart.
+    """
     by_name: dict[str, list[Result]] = defaultdict(list)
     for r in results:
-        if r.scenario.sweep and not r.scenario.idle:
+        sc = r.scenario
+        if sc.sweep and not sc.idle and sc.server == "lab" and sc.drop_every_s is None:
             by_name[r.scenario.sweep].append(r)
     sweeps = []
     for name, group in sorted(by_name.items()):

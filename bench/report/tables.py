@@ -28,8 +28,11 @@ from .sweeps import find_sweeps
 
 __all__ = [
     "BEYOND_ONE_TRANSIT",
+    "INVALID_MARK",
+    "LOSS_MARK",
     "BatchingRow",
     "CostRow",
+    "Group",
     "IdleRow",
     "LossTotals",
     "Series",
@@ -42,15 +45,22 @@ __all__ = [
     "events_per_response",
     "format_number",
     "idle_rows",
+    "lab_results",
     "longpoll_batching",
     "loss_totals",
     "markdown_table",
     "median_of_valid",
     "spectrum_scenario",
+    "spread",
     "transits",
 ]
 
 Getter = Callable[[Result], float | None]
+
+LOSS_MARK = "✗"
+"""Marks a scenario with loss (missing, duplicate or out-of-order events above 0) in every table."""
+INVALID_MARK = "⚠"
+"""Marks an invalid repetition (clients saturated or publisher behind): its latency is not the server's."""
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -78,7 +88,78 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
+def spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
+    """Median of the values, with their range when there are several: ``1.2 [1.1-1.4]``; ``—`` for none."""
+    vals = [v * scale for v in values if v is not None]
+    if not vals:
+        return "—"
+    med = format_number(statistics.median(vals), digits)
+    if len(vals) == 1 or min(vals) == max(vals):
+        return med
+    return f"{med} [{format_number(min(vals), digits)}-{format_number(max(vals), digits)}]"
+
+
+class Group:
+    """The repetitions of one scenario and transport as table cells: those to show, and those left out.
+
+    A cell is the :func:`spread` of the valid repetitions; when none is valid, of the invalid ones, in
+    italics. The report's summary tables and its peers section both draw their cells from here.
+    """
+
+    def __init__(self, results: Sequence[Result]) -> None:
+        self.all = list(results)
+        self.valid = [r for r in results if r.valid]
+        self.shown = self.valid or self.all
+        self.only_invalid = not self.valid
+        self.scenario = results[0].scenario
+        self.lossy = any(r.lossy for r in results)
+
+    def cell(self, get: Getter, scale: float = 1.0, digits: int = 3) -> str:
+        text = spread([get(r) for r in self.shown], scale, digits)
+        return f"*{text}*" if self.only_invalid and text != "—" else text
+
+    @property
+    def marks(self) -> str:
+        """`` ✗`` for loss, `` ⚠ INVALID`` when no repetition is valid (empty when neither)."""
+        mark = f" {LOSS_MARK}" if self.lossy else ""
+        return mark + (f" {INVALID_MARK} INVALID" if self.only_invalid else "")
+
+    @property
+    def name(self) -> str:
+        """The scenario's name, its server when that is a peer (``[server flask_socketio]``), and its marks."""
+        server = f" [server {self.scenario.server}]" if self.scenario.server != "lab" else ""
+        return self.scenario.name + server + self.marks
+
+    def total(self, key: str) -> int:
+        """A correctness counter summed over every repetition, valid or not (a lost event is lost)."""
+        return sum(int(getattr(r.counters, key)) for r in self.all)
+
+    @property
+    def loss_cell(self) -> str:
+        text = "/".join(str(self.total(k)) for k in ("missing", "duplicate", "out_of_order"))
+        return f"{LOSS_MARK} {text}" if self.lossy else text
+
+    @property
+    def flags_cell(self) -> str:
+        notes = []
+        for r in self.all:
+            if r.flags:
+                label = f"{INVALID_MARK} invalid: " if not r.valid else ""
+                notes.append(f"r{r.repetition} {label}{', '.join(r.flags)}")
+        return "; ".join(notes) or "—"
+
+
 # --- one result ---------------------------------------------------------------------------------
+
+
+def lab_results(results: Iterable[Result]) -> list[Result]:
+    """The lab's own server in steady state: what the tables, charts, targets and Kaazing rows are about.
+
+    A peer's results (``scenario.server`` not ``lab``) and the resume test's (connections dropped every
+    ``drop_every_s``) belong to the peers section (:mod:`bench.report.peers`): a peer's WebSocket is not the
+    lab's, and a latency measured across deliberate reconnects is not a steady-state one.
+    """
+    return [r for r in results if r.scenario.server == "lab" and r.scenario.drop_every_s is None]
 
 
 def bytes_per_event(r: Result) -> float | None:
@@ -146,7 +227,7 @@ def spectrum_scenario(run: Run) -> list[Series]:
     """
     usable = [
         r
-        for r in run.results
+        for r in lab_results(run.results)
         if r.scenario.link.is_loopback and not r.scenario.idle and not r.scenario.compression and r.end_to_end.count
     ]
     by_name: dict[str, list[Series]] = defaultdict(list)
@@ -217,7 +298,7 @@ def transits(run: Run, kind: str = "delivery") -> list[TransitRow]:
     if kind not in ("delivery", "end_to_end"):
         raise ValueError(f"kind must be 'delivery' or 'end_to_end', not {kind!r}")
     groups: dict[tuple[str, float, int, float, float], list[Result]] = defaultdict(list)
-    for r in run.results:
+    for r in lab_results(run.results):
         sc = r.scenario
         if sc.idle or sc.link.one_way_ms <= 0 or r.counters.delivered == 0:
             continue
@@ -293,7 +374,7 @@ def cost_rows(run: Run, axis: str = "payload_bytes") -> list[CostRow]:
     if sweeps:
         results: Iterable[Result] = sweeps[0].results
     else:
-        results = [r for r in run.results if r.scenario.link.is_loopback and not r.scenario.idle]
+        results = [r for r in lab_results(run.results) if r.scenario.link.is_loopback and not r.scenario.idle]
     rows = []
     for s in by_series(results):
         if not any(r.counters.delivered for r in s.results):
@@ -339,7 +420,9 @@ def longpoll_batching(run: Run) -> list[BatchingRow]:
     was on its way back rode the next response.
     """
     rows = []
-    for s in by_series(r for r in run.results if r.scenario.transport == "longpoll" and not r.scenario.idle):
+    for s in by_series(
+        r for r in lab_results(run.results) if r.scenario.transport == "longpoll" and not r.scenario.idle
+    ):
         if not any(r.counters.delivered for r in s.results):
             continue
         sc = s.scenario
@@ -378,7 +461,7 @@ class IdleRow:
 def idle_rows(run: Run) -> list[IdleRow]:
     """Every idle scenario (no publishing: what open connections cost), sorted by series, then connections."""
     rows = []
-    for s in by_series(r for r in run.results if r.raw["idle"] is not None):
+    for s in by_series(r for r in lab_results(run.results) if r.raw["idle"] is not None):
 
         def per_min(r: Result) -> float:
             b = r.raw["idle"]["bytes_per_connection_per_min"]
@@ -472,7 +555,7 @@ def beyond_one_transit(run: Run) -> list[TailRow]:
     """Long polling's share of events beyond one transit, per delay, for scenarios with Poisson arrivals."""
     rows = []
     by_scenario: dict[str, list[Result]] = defaultdict(list)
-    for r in run.results:
+    for r in lab_results(run.results):
         sc = r.scenario
         if sc.transport == "longpoll" and sc.arrivals == "poisson" and sc.link.one_way_ms > 0 and r.valid:
             by_scenario[sc.name].append(r)

@@ -2,7 +2,8 @@
 
 Report layer, pure functions over :class:`bench.contract.schema.Run`. A target names a
 transport, a subscriber count and a rate; it matches the run's results with
-those parameters, runtime gevent, broadcast layout, no emulated link, not idle.
+those parameters, runtime gevent, broadcast layout, no emulated link, not idle, on the lab's own
+server (a peer's results are the peers section's).
 Each check is evaluated on EVERY valid repetition: ``pass`` when all pass,
 ``FAIL`` when all fail, ``MIXED k/n`` otherwise. Invalid repetitions (clients
 saturated, publisher behind) are never used as the server's latency or cost; a
@@ -23,6 +24,8 @@ from importlib import resources
 from typing import Any
 
 from bench.contract.schema import Result, Run
+
+from .tables import lab_results
 
 __all__ = ["METRICS", "Check", "Metric", "Target", "TargetRow", "evaluate", "load_targets", "matching"]
 
@@ -126,10 +129,14 @@ def load_targets(text: str | None = None) -> list[Target]:
 
 
 def matching(run: Run, transport: str, subscribers: int, rate: float) -> list[Result]:
-    """Results of ``run`` for these parameters, gevent, broadcast, loopback, not idle."""
+    """The lab's results of ``run`` for these parameters, gevent, broadcast, loopback, not idle, never dropped.
+
+    A peer's results are not the lab's (the peers section compares them), and a run whose connections are
+    dropped on purpose (the resume test) is not the steady state a target is about.
+    """
     return [
         r
-        for r in run.results
+        for r in lab_results(run.results)
         if r.scenario.transport == transport
         and r.scenario.subscribers == subscribers
         and r.scenario.rate == rate
