@@ -276,18 +276,18 @@ class NchanWebSocketSubscriber(LeanWebSocketSubscriber):
             self.last_id = message_id
         return numbered_by_publisher(channel, data)
 
-    def target(self) -> str:
-        """The request target of the next connection: the channel's WebSocket location, and the last id if any."""
+    def _target(self) -> str:
+        """The next Upgrade's request target (the base class's hook): the channel's location, and the last id if any."""
         path = self._path.format(channel=quote(self.channel, safe=""), after=self.tracker.cursor)
         return path if self.last_id is None else f"{path}?last_event_id={quote(self.last_id, safe='')}"
 
     async def _session(self) -> None:
-        # LeanWebSocketSubscriber._session with one more request header (Sec-WebSocket-Protocol) and the resume
-        # target: it takes no extra handshake headers yet. Everything after the request is the same.
+        # LeanWebSocketSubscriber._session with one more request header (Sec-WebSocket-Protocol): it has a hook
+        # for the target (_target, above) but none for extra handshake headers yet. The rest is the same.
         loop = asyncio.get_running_loop()
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         request = (
-            f"GET {self.target()} HTTP/1.1\r\nHost: {self._netloc}\r\n"
+            f"GET {self._target()} HTTP/1.1\r\nHost: {self._netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {META_SUBPROTOCOL}\r\n\r\n"
         ).encode("ascii")

@@ -73,12 +73,12 @@ def test_a_meta_message_gives_its_id_and_its_payload_untouched() -> None:
 
 def test_the_websocket_adapter_decodes_and_resumes_from_the_last_id() -> None:
     sub = NchanWebSocketSubscriber("http://127.0.0.1:9", "a.b-c")
-    assert sub.target() == "/channels/a.b-c/ws"
+    assert sub._target() == "/channels/a.b-c/ws"
     text = "id: 1796168725:12\ncontent-type: application/json\n\n" + payload(7).decode()
     obj = sub.decode("a.b-c", text)
     assert obj["seq"] == 7 and obj["ts"] is None and obj["channel"] == "a.b-c" and obj["data"][3] == 7
     assert sub.last_id == "1796168725:12"
-    assert sub.target() == "/channels/a.b-c/ws?last_event_id=1796168725%3A12"
+    assert sub._target() == "/channels/a.b-c/ws?last_event_id=1796168725%3A12"
 
 
 def test_eventsource_events_are_payloads_and_pings_are_skipped() -> None:
