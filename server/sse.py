@@ -149,23 +149,24 @@ class EventStream:
             raise StopIteration
         if not self._started:
             self._started = True
-            return self._count(b"retry: %d\n\n%s" % (RETRY_MS, self._read()), 0)
+            events, chunk = self._read()
+            return self._count(b"retry: %d\n\n%s" % (RETRY_MS, chunk), events)
         silent_until = time.monotonic() + self.heartbeat
         while True:
             if self.bus.closed:
                 raise StopIteration
             self._wake.clear()
-            chunk = self._read()
+            events, chunk = self._read()
             if chunk:
-                return chunk
+                return self._count(chunk, events)
             left = silent_until - time.monotonic()
             if left <= 0:
                 return self._count(HEARTBEAT, 0)
             if not self._wake.wait(min(left, GONE_CHECK)) and self.gone is not None and self.gone():
                 raise StopIteration
 
-    def _read(self) -> bytes:
-        """Every event ready after the cursor (up to ``max_batch`` per read), as one chunk."""
+    def _read(self) -> tuple[int, bytes]:
+        """Every event ready after the cursor (``max_batch`` per read of the bus), as one chunk; and how many."""
         parts: list[bytes] = []
         events = 0
         while True:
@@ -180,7 +181,7 @@ class EventStream:
             self.cursor = batch.next
             if not batch.more:
                 break
-        return self._count(b"".join(parts), events)
+        return events, b"".join(parts)
 
     def _count(self, chunk: bytes, events: int) -> bytes:
         self.delivered += events

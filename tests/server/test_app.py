@@ -169,10 +169,10 @@ def test_stats_shape_and_counts(client: FlaskClient) -> None:
         "rss_bytes",
     }
     assert (body["pid"], body["runtime"], body["bus"]) == (os.getpid(), "werkzeug", "memory")
-    assert body["connections"] == {"longpoll": 0, "websocket": 0}
+    assert body["connections"] == {"longpoll": 0, "websocket": 0, "sse": 0}
     assert body["events_published"] == 3
     assert body["requests"] == {"longpoll": 2, "publish": 3}
-    assert body["delivered"] == {"longpoll": 3, "websocket": 0}
+    assert body["delivered"] == {"longpoll": 3, "websocket": 0, "sse": 0}
     wire = poll(client, "st", after=0).get_json()["events"]
     assert body["bytes_sent"]["longpoll"] > sum(len(json.dumps(e, separators=(",", ":"))) for e in wire)
     assert body["bytes_sent"]["websocket"] == 0

@@ -100,7 +100,7 @@ def test_at_capacity_refuses_at_once_and_keeps_health_and_publishing(runtime: st
             assert httpx.get(f"{srv.url}/healthz", timeout=10 * UNIT).status_code == 200
             published = httpx.post(f"{srv.url}/channels/other/events", content="1", headers=JSON, timeout=10 * UNIT)
             assert published.status_code == 201
-            assert held(srv) == {"longpoll": 3, "websocket": 2}  # nothing held was dropped
+            assert held(srv) == {"longpoll": 3, "websocket": 2, "sse": 0}  # nothing held was dropped
         finally:
             for s in polls:
                 s.close()

@@ -35,6 +35,7 @@ def test_defaults_are_the_documented_ones() -> None:
         max_longpoll=None,
         max_websocket=None,
         header_timeout=10.0,
+        sse_heartbeat=15.0,
     )
 
 
@@ -63,6 +64,7 @@ def test_every_variable_is_read() -> None:
         "LAB_MAX_WEBSOCKET": "30",
         "LAB_HEADER_TIMEOUT": "3",
         "LAB_WS_WRITE_TIMEOUT": "4.5",
+        "LAB_SSE_HEARTBEAT": "0.5",
         "UNRELATED": "x",
     }
     config = Config.from_env(env)
@@ -90,6 +92,7 @@ def test_every_variable_is_read() -> None:
         max_websocket=30,
         header_timeout=3.0,
         ws_write_timeout=4.5,
+        sse_heartbeat=0.5,
     )
     # One variable per field, no field without one.
     assert {"LAB_" + f.name.upper() for f in fields(Config)} == {k for k in env if k.startswith("LAB_")}
@@ -135,6 +138,9 @@ def test_ws_ping_interval_off_values(raw: str, expected: float | None) -> None:
         ("LAB_MAX_CONNECTIONS", "-1", "LAB_MAX_CONNECTIONS"),
         ("LAB_MAX_LONGPOLL", "many", "LAB_MAX_LONGPOLL"),
         ("LAB_HEADER_TIMEOUT", "0", "LAB_HEADER_TIMEOUT"),
+        ("LAB_SSE_HEARTBEAT", "0", "LAB_SSE_HEARTBEAT"),
+        ("LAB_SSE_HEARTBEAT", "inf", "LAB_SSE_HEARTBEAT"),
+        ("LAB_SSE_HEARTBEAT", "often", "LAB_SSE_HEARTBEAT"),
         ("LAB_PUBLISH_TOKEN", "two words", "LAB_PUBLISH_TOKEN"),
     ],
 )

@@ -43,7 +43,7 @@ def test_sigterm_releases_held_connections_and_exits(runtime: str) -> None:
         assert wait_until(
             lambda: (
                 httpx.get(f"{server.url}/stats", timeout=10 * UNIT).json()["connections"]
-                == {"longpoll": 1, "websocket": 1}
+                == {"longpoll": 1, "websocket": 1, "sse": 0}
             ),
             10 * UNIT,
         ), stats.json()

@@ -44,9 +44,9 @@ def test_counters_add_up() -> None:
     stats.published(via_http=True)
     stats.published()  # over a WebSocket: no HTTP request
     snap = stats.snapshot()
-    assert snap["connections"] == {"longpoll": 1, "websocket": 0}
-    assert snap["delivered"] == {"longpoll": 3, "websocket": 0}
-    assert snap["bytes_sent"] == {"longpoll": 380, "websocket": 0}
+    assert snap["connections"] == {"longpoll": 1, "websocket": 0, "sse": 0}
+    assert snap["delivered"] == {"longpoll": 3, "websocket": 0, "sse": 0}
+    assert snap["bytes_sent"] == {"longpoll": 380, "websocket": 0, "sse": 0}
     assert snap["requests"] == {"longpoll": 2, "publish": 1}
     assert snap["events_published"] == 2
 
@@ -116,7 +116,7 @@ def test_stats_route_counts_websocket_traffic() -> None:
         assert wait_until(lambda: http.get("/stats").json()["connections"]["websocket"] == 0, 10 * UNIT)
         snap = http.get("/stats").json()
     payload = sum(len(json.dumps(e, separators=(",", ":")).encode()) for e in wire)
-    assert snap["delivered"] == {"longpoll": 4, "websocket": 4}
+    assert snap["delivered"] == {"longpoll": 4, "websocket": 4, "sse": 0}
     assert snap["bytes_sent"]["websocket"] == payload
     assert snap["events_published"] == 4
     assert snap["requests"] == {"longpoll": 1, "publish": 3}
