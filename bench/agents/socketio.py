@@ -148,7 +148,7 @@ class SocketIOSubscriber(LeanWebSocketSubscriber):
         self.opened: EngineOpen | None = None
         """The current session's open packet."""
         self.connected = False
-        """The current session's Socket.IO CONNECT was acknowledged (``40{...}``)."""
+        """The current session's Socket.IO CONNECT was acknowledged (``40{...}``), and the session is not over."""
         self._send: Callable[[str], None] | None = None
         """Sends one Engine.IO packet the current way: on the WebSocket, or queued for a ``POST``."""
         self._get: asyncio.Future[tuple[Answer, bool, int, int]] | None = None
@@ -169,9 +169,18 @@ class SocketIOSubscriber(LeanWebSocketSubscriber):
 
     async def _session(self) -> None:
         self.opened, self.connected, self._send, self._abort = None, False, None, None
-        if self.mode == "websocket":
-            await super()._session()
-            return
+        try:
+            if self.mode != "websocket":
+                await self._polling()  # polling: until the session ends; upgrade: until the CONNECT ack
+                assert self.opened is not None
+                if "websocket" not in self.opened.upgrades:
+                    raise SubscriberError(f"the server offers no WebSocket upgrade: {self.opened.upgrades}")
+            await super()._session()  # upgrade: _target() names the session, _opened() probes
+        finally:
+            self.connected = False
+
+    async def _polling(self) -> None:
+        """The session over Engine.IO long polling: open, ``40``, then held ``GET``s (until connected, to upgrade)."""
         get, post = BarePoller(self.meter), BarePoller(self.meter)
         outbox: asyncio.Queue[str] = asyncio.Queue()
         poster: asyncio.Task[None] | None = None
@@ -198,10 +207,6 @@ class SocketIOSubscriber(LeanWebSocketSubscriber):
             self._send = None
             await get.aclose()
             await post.aclose()
-        assert self.opened is not None
-        if "websocket" not in self.opened.upgrades:
-            raise SubscriberError(f"the server offers no WebSocket upgrade: {self.opened.upgrades}")
-        await super()._session()  # the upgrade: _target() names the session, _opened() probes
 
     async def _exchange(
         self, poller: BarePoller, method: str, url: str, timeout: float, *, body: bytes = b"", opening: bool = False

@@ -7,6 +7,7 @@ so this module imports only ``argparse`` before it, and the app afterwards.
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,6 +26,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # A parent may start us with SIGINT blocked (a mask is inherited across exec): the peer stops on it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("this peer binds a loopback address only")
     if args.async_mode == "gevent":

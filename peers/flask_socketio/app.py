@@ -37,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 from flask import Flask, Response, request
+from flask_socketio import ConnectionRefusedError as Refused  # socketio's: its message reaches the client
 from flask_socketio import SocketIO, join_room
 
 __all__ = ["ASYNC_MODES", "CHANNEL_RE", "EVENT", "ContentLength", "Options", "create_app", "listener", "serve"]
@@ -87,7 +88,7 @@ def create_app(options: Options) -> tuple[Flask, SocketIO]:
     def connect(auth: Any = None) -> None:
         channel = request.args.get("channel", "")
         if CHANNEL_RE.fullmatch(channel) is None:
-            raise ConnectionRefusedError("bad_channel")
+            raise Refused("bad_channel")
         join_room(channel)
 
     @app.post("/channels/<channel>/events")

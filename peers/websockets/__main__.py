@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 
 from .server import Options, main
 
@@ -25,4 +26,7 @@ def parse(argv: list[str] | None = None) -> Options:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    options = parse()
+    # A parent may start us with SIGINT blocked (a mask is inherited across exec): the peer stops on it.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    asyncio.run(main(options))
