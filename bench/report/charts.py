@@ -22,7 +22,9 @@ never by their names. A sweep the run does not have just skips its chart.
 from __future__ import annotations
 
 import math
+import re
 import statistics
+import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,20 +37,22 @@ from hdrh.histogram import HdrHistogram
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.contract.schema import Result, Run
 
+from .peers import Point, points
 from .sweeps import AXES, Sweep, find_sweeps
-from .tables import bytes_per_event, events_per_response
+from .tables import bytes_per_event, events_per_response, lab_results
 
 __all__ = ["AXES", "Chart", "Sweep", "find_sweeps", "percentile_spectrum", "write_charts"]
 
 MODEL_TRANSITS = {1.0: "1 transit (push)", 3.0: "3 transits (RFC 6202 §2.2 long-poll worst case)"}
 
-_COLORS = {"websocket": "#1f77b4", "longpoll": "#d95f02", "polling": "#7b3294", "floor": "#7f7f7f"}
+_COLORS = {"websocket": "#1f77b4", "longpoll": "#d95f02", "polling": "#7b3294", "sse": "#1b9e77", "floor": "#7f7f7f"}
 _POLLING_SHADES = ("#7b3294", "#c2a5cf", "#40004b", "#9970ab")
-_MARKERS = {"websocket": "o", "longpoll": "s", "polling": "^", "floor": "D"}
+_MARKERS = {"websocket": "o", "longpoll": "s", "polling": "^", "sse": "v", "floor": "D"}
 
 
 def _color(series: str) -> str:
@@ -187,7 +191,7 @@ def _by_series(results: Iterable[Result]) -> dict[str, list[Result]]:
     out: dict[str, list[Result]] = defaultdict(list)
     for r in results:
         out[r.scenario.series].append(r)
-    order = ["websocket", "longpoll", "floor"]
+    order = ["websocket", "longpoll", "sse", "floor"]
     return dict(sorted(out.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 2.5, kv[0])))
 
 
@@ -241,6 +245,8 @@ class _Writer:
         self.run = run
         self.out = out
         self.charts: list[Chart] = []
+        self.lab = lab_results(run.results)
+        """The lab's steady-state results: every chart but the peers' (:func:`bench.report.tables.lab_results`)."""
 
     def save(
         self, fig: Figure, stem: str, title: str, caption: str, section: str, marks: _Marks, notes: Sequence[str] = ()
@@ -251,10 +257,10 @@ class _Writer:
     def spectra(self) -> None:
         """Latency percentile spectra: every scenario that is no point of a sweep, and the last point of each sweep."""
         groups: list[tuple[str, str, list[Result]]] = []
-        sweeps = find_sweeps(self.run.results)
+        sweeps = find_sweeps(self.lab)
         in_sweeps = {r.file for sweep in sweeps for r in sweep.results}
         standalone: dict[str, list[Result]] = defaultdict(list)
-        for r in self.run.results:
+        for r in self.lab:
             if r.file not in in_sweeps:
                 standalone[r.scenario.name].append(r)
         groups += [(name, name, results) for name, results in sorted(standalone.items())]
@@ -460,7 +466,7 @@ class _Writer:
         )
 
     def cpu_vs_load(self) -> None:
-        results = [r for r in self.run.results if not r.scenario.idle and r.scenario.link.is_loopback]
+        results = [r for r in self.lab if not r.scenario.idle and r.scenario.link.is_loopback]
         results = [r for r in results if r.cpu_us_per_event is not None]
         if not results:
             return
@@ -487,7 +493,7 @@ class _Writer:
         )
 
     def idle_cost(self) -> None:
-        idle = [r for r in self.run.results if r.raw["idle"] is not None]
+        idle = [r for r in self.lab if r.raw["idle"] is not None]
         if not idle:
             return
         fig, axes = _new_figure(2)
@@ -522,7 +528,7 @@ class _Writer:
     def pairs(self) -> None:
         pairs = [
             r
-            for r in self.run.results
+            for r in self.lab
             if r.scenario.burst >= 2 and r.scenario.burst_gap_ms > 0 and r.scenario.link.one_way_ms > 0
         ]
         by_scenario: dict[str, list[Result]] = defaultdict(list)
@@ -561,7 +567,7 @@ class _Writer:
             )
 
     def throughput_under_delay(self) -> None:
-        delayed = [r for r in self.run.results if r.scenario.link.one_way_ms > 0 and not r.scenario.idle]
+        delayed = [r for r in self.lab if r.scenario.link.one_way_ms > 0 and not r.scenario.idle]
         delayed = [r for r in delayed if r.scenario.burst == 1 and r.counters.delivered > 0]
         if not delayed:
             return
@@ -616,6 +622,87 @@ class _Writer:
             marks,
         )
 
+    def peers(self) -> None:
+        """Per point of the peers section: server CPU per event and end-to-end p99, a bar per server and transport."""
+        for point in points(self.run):
+            self.peer_point(point)
+
+    def peer_point(self, point: Point) -> None:
+        variants = list(dict.fromkeys(row.variant for row in point.rows))
+        series = list(dict.fromkeys(row.series for row in point.rows))
+        height = 0.8 / len(series)
+        fig = Figure(figsize=(11.0, 2.0 + 0.32 * len(point.rows) + 0.25 * len(variants)), layout="constrained")
+        axes = list(fig.subplots(1, 2, sharey=True))
+        marks = _Marks()
+        metrics: list[tuple[str, Callable[[Result], float | None]]] = [
+            ("server CPU per delivered event (µs)", lambda r: r.cpu_us_per_event),
+            ("end-to-end latency p99 (ms)", lambda r: _us_to_ms(r.end_to_end.p99_us)),
+        ]
+        for ax, (label, metric) in zip(axes, metrics, strict=True):
+            values: list[float] = []
+            for row in point.rows:
+                y = variants.index(row.variant) + (series.index(row.series) - (len(series) - 1) / 2) * height
+                reps = [(r, v) for r in row.results if (v := metric(r)) is not None]
+                values += [v for _, v in reps]
+                valid = [v for r, v in reps if r.valid]
+                color = _color(row.series)
+                if valid:
+                    ax.barh(y, statistics.median(valid), height=height * 0.9, color=color, alpha=0.8, zorder=2)
+                elif reps:  # only invalid repetitions: a hollow grey bar, labelled
+                    marks.invalid = True
+                    median = statistics.median(v for _, v in reps)
+                    ax.barh(y, median, height=height * 0.9, facecolor="none", edgecolor="#9a9a9a", hatch="//")
+                    ax.annotate(
+                        "invalid", (median, y), fontsize=6, color="#777777", xytext=(4, -2), textcoords="offset points"
+                    )
+                else:
+                    ax.annotate(
+                        "withheld", (0, y), fontsize=6, color="#777777", xytext=(2, -2), textcoords="offset points"
+                    )
+                for r, v in reps:
+                    ax.scatter(
+                        v,
+                        y,
+                        s=14,
+                        zorder=3,
+                        marker=_MARKERS.get(row.series.split(" ")[0], "o"),
+                        color="black" if r.valid else "none",
+                        edgecolors="black" if r.valid else "#9a9a9a",
+                    )
+                    if r.lossy:
+                        marks.loss = True
+                        ax.scatter(v, y, color="#d62728", marker="x", s=60, linewidths=2, zorder=4)
+            _log_if_wide(ax, values, axis="x")
+            ax.set_xlabel(label + (", log" if ax.get_xscale() == "log" else ""))
+            ax.grid(True, axis="x", which="both", alpha=0.3)
+        axes[0].set_yticks(range(len(variants)), [textwrap.fill(v, 30) for v in variants], fontsize=7.5)
+        axes[0].invert_yaxis()
+        handles: list[Any] = [Patch(color=_color(s), label=s) for s in series]
+        handles.append(Line2D([], [], color="black", marker="o", linestyle="", markersize=4, label="one repetition"))
+        if marks.loss:
+            handles.append(Line2D([], [], color="#d62728", marker="x", linestyle="", markeredgewidth=2, label="✗ loss"))
+        if marks.invalid:
+            handles.append(Patch(facecolor="none", edgecolor="#9a9a9a", hatch="//", label="invalid runs only"))
+        axes[1].legend(handles=handles, fontsize=7.5, loc="best")
+        self.save(
+            fig,
+            f"peers--{_stem(point.name)}",
+            f"The lab and its peers at {point.title}",
+            f"server CPU per delivered event and end-to-end p99 per server and transport (sweep {point.name}); "
+            "bars are medians of the valid repetitions, dots each repetition",
+            "Peers",
+            marks,
+            [
+                "withheld: too few latency samples for a p99, or too little server CPU in the window to divide",
+                "latency is end-to-end for every server, from the publisher's intended send time "
+                "(Flask-SocketIO and Nchan do not stamp events)",
+            ],
+        )
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"[^a-z0-9_.-]+", "_", name.lower())
+
 
 def write_charts(run: Run, out_dir: Path) -> list[Chart]:
     """Draw every chart the run's results support into ``out_dir`` (PNG and SVG); return them."""
@@ -640,4 +727,5 @@ def write_charts(run: Run, out_dir: Path) -> list[Chart]:
     w.idle_cost()
     w.pairs()
     w.throughput_under_delay()
+    w.peers()
     return w.charts

@@ -16,8 +16,8 @@ Those results fall in four tables, by what their scenario says, never by its nam
 
 The numbers obey the rest of the report's rules (:mod:`bench.report.tables`): a cell is the median of the
 valid repetitions with their range, an invalid repetition is left out and labelled, loss is marked and
-counted over every repetition. Peers do not stamp their events (Flask-SocketIO, Nchan), so latency here is
-end-to-end only (from the publisher's intended send time); requests are the clients' own count.
+counted over every repetition. Flask-SocketIO and Nchan do not stamp their events, so latency here is
+end-to-end only, for every server (from the publisher's intended send time); requests are the clients' own count.
 """
 
 from __future__ import annotations
@@ -357,7 +357,7 @@ def _point_table(point: Point) -> list[str]:
                 str(len(row.results)),
                 f"{g.total('delivered'):,}/{g.total('expected'):,}",
                 g.loss_cell,
-                g.cell(lambda r: float(r.end_to_end.count), digits=6),
+                g.cell(lambda r: float(r.end_to_end.count)),
                 g.cell(lambda r: r.end_to_end.p50_us, 1e-3),
                 g.cell(lambda r: r.end_to_end.p99_us, 1e-3),
                 g.cell(lambda r: r.cpu_us_per_event),
@@ -491,9 +491,10 @@ def peers_section(run: Run) -> list[str]:
         f"## {SECTION_TITLE}",
         "",
         "The same publisher, fleet and accounting against each server in turn, all in this run (docs/peers.md). "
-        "Peers do not stamp their events: latency here is end-to-end (receive time minus the publisher's intended "
-        "send time) for every server. Requests are counted by the clients; bytes are TCP payload with each "
-        "protocol's own envelope (Engine.IO packets, Nchan's HTTP answers, the lab's event objects). "
+        "Flask-SocketIO and Nchan do not stamp their events, so latency here is end-to-end for every server "
+        "(receive time minus the publisher's intended send time). Requests are counted by the clients; bytes "
+        "are TCP payload with each protocol's own envelope (Engine.IO packets, Nchan's HTTP answers, the lab's "
+        "event objects). "
         f"A cell is the median of the valid repetitions [range]; a percentile the samples cannot support is "
         f"withheld (—: p99 needs {min_samples(99):,} samples per repetition, `n`), and so is server CPU per event "
         f"below {MIN_CPU_S * 1000:g} ms of CPU in the window.",

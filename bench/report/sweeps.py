@@ -66,7 +66,7 @@ def find_sweeps(results: Iterable[Result]) -> list[Sweep]:
     for r in results:
         sc = r.scenario
         if sc.sweep and not sc.idle and sc.server == "lab" and sc.drop_every_s is None:
-            by_name[r.scenario.sweep].append(r)
+            by_name[sc.sweep].append(r)
     sweeps = []
     for name, group in sorted(by_name.items()):
         varying = [a for a, get in AXES.items() if len({get(r.scenario) for r in group}) > 1]
