@@ -293,11 +293,17 @@ class _Connection(asyncio.Protocol):
             future.set_exception(exc)
 
     def shutdown(self) -> None:
-        """Close the transport; retrieve the futures' exceptions so asyncio never logs them as lost."""
+        """Close the transport; settle the futures so asyncio never logs an exception of theirs as lost.
+
+        One still pending (the session was stopped) is cancelled: the ``connection_lost`` the close causes
+        then finds it done and leaves it.
+        """
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
         for future in (self.opened, self.done):
-            if future.done() and not future.cancelled():
+            if not future.done():
+                future.cancel()
+            elif not future.cancelled():
                 future.exception()
 
 

@@ -13,7 +13,9 @@ arbitrary splits of the wire bytes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -363,3 +365,19 @@ def test_chunked_then_parsed_split_anywhere_gives_the_body_and_its_events(
     assert decoder.done
     assert events == EventStreamParser().feed(body)
     assert [json.loads(e.data)["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_stopping_an_open_stream_leaves_no_unretrieved_exception(
+    server: ServerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    sub = LeanSSESubscriber(server.url, f"stop-{server.runtime}")
+
+    async def main() -> None:
+        await run_all([sub], lambda tasks: until(lambda: sub._conn is not None, tasks))
+        await asyncio.sleep(0.05)  # the closed transport's connection_lost has run
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()  # a future whose exception nobody retrieved is logged when it is collected
+    assert [r.getMessage() for r in caplog.records] == []
+    assert sub.stats.connections == 1
