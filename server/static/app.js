@@ -1,10 +1,12 @@
-// The demo page's client: two subscribers to one channel, one per transport.
+// The demo page's client: three subscribers to one channel, one per transport.
 //
 // Layers, as in the Python clients: a Tracker (cursor, loss, duplicate and
-// order accounting, no I/O) is shared by both panes; LongPollSubscriber and
-// WebSocketSubscriber are thin I/O loops that feed it and reconnect with
-// backoff from its cursor; Pane renders one subscriber; Chart draws both
-// latency series on a <canvas> by hand. Wire format: docs/protocol.md.
+// order accounting, no I/O) is shared by the three panes; LongPollSubscriber,
+// WebSocketSubscriber and SSESubscriber are thin I/O loops that feed it and
+// reconnect with backoff from its cursor (SSE: the browser's EventSource
+// reconnects by itself with Last-Event-ID); Pane renders one subscriber;
+// Chart draws the latency series on a <canvas> by hand. Wire format:
+// docs/protocol.md.
 //
 // Safety: event data is shown with textContent only. Nothing received from
 // the server is ever parsed as HTML.
@@ -134,7 +136,7 @@ class Pane {
     this.conn.textContent = text;
   }
 
-  /** One HTTP response body or one WebSocket frame of ``bytes`` bytes. */
+  /** One HTTP response body, one WebSocket frame or one SSE event's data, of ``bytes`` bytes. */
   transfer(bytes) {
     this.transfers += 1;
     this.bytes += bytes;
@@ -335,7 +337,81 @@ class WebSocketSubscriber {
   }
 }
 
-/** Both panes' latency, one line per transport, x = seq, drawn by hand. */
+/**
+ * Server-Sent Events: one EventSource, one held GET whose answer never ends.
+ *
+ * The server sends every event as `id: <seq>` and `data: <event object>`, and
+ * gap and reset notices as named events. The EventSource reconnects by itself
+ * when the stream ends or the network fails, sending the last id as
+ * Last-Event-ID (the server resumes from it); it gives up only when an answer
+ * is not a 200 event stream (a 503 at capacity, a 4xx): then this loop opens a
+ * new one from the cursor, with backoff.
+ */
+class SSESubscriber {
+  constructor(pane, channel) {
+    this.pane = pane;
+    this.channel = channel;
+    this.es = null;
+    this.failures = 0;
+    this.timer = null;
+    this.stopped = false;
+  }
+
+  start() {
+    this.connect();
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.es) this.es.close();
+  }
+
+  connect() {
+    const pane = this.pane;
+    // An EventSource cannot send an Authorization header either: the token rides in the URL.
+    const es = new EventSource(`/channels/${this.channel}/sse?after=${pane.tracker.cursor}${tokenQuery()}`);
+    this.es = es;
+    pane.setState("connecting", "connecting");
+    es.onopen = () => {
+      this.failures = 0;
+      pane.setState("open", "stream open, server pushes events");
+    };
+    const received = (msg) => {
+      if (this.stopped) return null;
+      pane.transfer(utf8Length(msg.data));
+      return JSON.parse(msg.data);
+    };
+    es.onmessage = (msg) => {
+      const obj = received(msg);
+      if (obj) pane.event(obj);
+    };
+    es.addEventListener("gap", (msg) => {
+      const obj = received(msg);
+      if (obj) pane.gap(obj.first, obj.last);
+    });
+    es.addEventListener("reset", (msg) => {
+      const obj = received(msg);
+      if (obj) pane.reset(obj.after, obj.last_seq);
+    });
+    es.onerror = () => {
+      if (this.stopped) return;
+      this.failures += 1;
+      pane.reconnects += 1;
+      if (es.readyState === EventSource.CLOSED) {
+        // Refused (not a 200 event stream): the EventSource will not retry; this loop does, from the cursor.
+        const wait = backoffMs(this.failures);
+        pane.setState("retrying", `refused, retrying in ${(wait / 1000).toFixed(2)} s`);
+        this.timer = setTimeout(() => this.connect(), wait);
+      } else {
+        pane.setState("retrying", "stream lost, the browser reconnects with Last-Event-ID");
+      }
+      pane.changed();
+    };
+  }
+}
+
+/** Every pane's latency, one line per transport, x = seq, drawn by hand. */
 class Chart {
   constructor(canvas, series) {
     this.canvas = canvas;
@@ -437,7 +513,6 @@ function publishBody(text) {
   }
 }
 
-/** The page: wires the controls to two subscribers, a chart, a publisher. */
 /**
  * The access token (docs/security.md), when the server asks for one: typed into the page or
  * given as `#token=...` (a fragment never reaches a server or its logs); kept for this tab only.
@@ -457,6 +532,7 @@ function tokenQuery() {
   return labToken ? `&token=${encodeURIComponent(labToken)}` : "";
 }
 
+/** The page: wires the controls to three subscribers, a chart, a publisher. */
 class Demo {
   constructor() {
     this.channel = "demo";
@@ -468,10 +544,12 @@ class Demo {
     const schedule = () => this.schedule();
     this.longpoll = new Pane(document.querySelector('[data-pane="longpoll"]'), schedule);
     this.websocket = new Pane(document.querySelector('[data-pane="websocket"]'), schedule);
+    this.sse = new Pane(document.querySelector('[data-pane="sse"]'), schedule);
     const css = getComputedStyle(document.documentElement);
     this.chart = new Chart(document.getElementById("chart"), [
       { pane: this.longpoll, color: css.getPropertyValue("--lp").trim() },
       { pane: this.websocket, color: css.getPropertyValue("--ws").trim() },
+      { pane: this.sse, color: css.getPropertyValue("--sse").trim() },
     ]);
     this.status = document.getElementById("publish-status");
     window.addEventListener("resize", schedule);
@@ -520,15 +598,17 @@ class Demo {
     const since = nowMs();
     this.longpoll.clear(since);
     this.websocket.clear(since);
+    this.sse.clear(since);
     this.subscribers = [
       new LongPollSubscriber(this.longpoll, channel),
       new WebSocketSubscriber(this.websocket, channel),
+      new SSESubscriber(this.sse, channel),
     ];
     for (const sub of this.subscribers) sub.start();
     this.say(`subscribed to "${channel}"`);
   }
 
-  /** POST one event over HTTP (both panes receive it from the bus). */
+  /** POST one event over HTTP (every pane receives it from the bus). */
   async publish(body) {
     this.inFlight += 1;
     try {
@@ -576,6 +656,7 @@ class Demo {
       this.frame = 0;
       this.longpoll.render();
       this.websocket.render();
+      this.sse.render();
       this.chart.draw();
     });
   }

@@ -1,10 +1,11 @@
 """The demo page (server/static/) in a real browser: Debian's Chromium driven by Playwright.
 
-What is checked is what the page promises: both panes list every event of the
-channel, in order, with no loss and no duplicate; counters agree with the
-server; payloads are shown as text (a hostile ``<img onerror>`` never runs);
-the automatic publisher drives both panes; both panes reconnect when the
-server goes away. No timing is asserted.
+What is checked is what the page promises: the three panes (long polling,
+WebSocket, Server-Sent Events) list every event of the channel, in order,
+with no loss and no duplicate, and agree with each other; counters agree
+with the server; payloads are shown as text (a hostile ``<img onerror>``
+never runs); the automatic publisher drives every pane; every pane
+reconnects when the server goes away. No timing is asserted.
 
 Set ``LAB_DEMO_SCREENSHOT=docs/img/demo.png`` to save the page as the docs show it.
 """
@@ -36,7 +37,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 HOSTILE = "<img src=x onerror=alert(1)>"
-PANES = ("longpoll", "websocket")
+PANES = ("longpoll", "websocket", "sse")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,8 @@ def open_demo(page: Any, url: str, channel: str | None = None) -> tuple[str, lis
 
     page.on("dialog", on_dialog)
     page.goto(f"{url}/?channel={channel}")
-    page.wait_for_selector('[data-pane="websocket"] .conn[data-state="open"]')
+    for pane in ("websocket", "sse"):
+        page.wait_for_selector(f'[data-pane="{pane}"] .conn[data-state="open"]')
     return channel, dialogs
 
 
@@ -95,9 +97,9 @@ def seqs(page: Any, pane: str) -> list[int]:
 
 
 def wait_for_events(page: Any, count: int) -> None:
-    """Until both panes' event counters reach ``count``."""
+    """Until every pane's event counter reaches ``count``."""
     page.wait_for_function(
-        """n => ["longpoll", "websocket"].every(p =>
+        """n => ["longpoll", "websocket", "sse"].every(p =>
             Number(document.querySelector(`[data-pane="${p}"] [data-counter="events"]`)
                    .textContent.replace(/,/g, "")) >= n)""",
         arg=count,
@@ -132,7 +134,7 @@ def event_bytes(url: str, channel: str) -> tuple[int, list[Any]]:
 
 
 @pytest.mark.parametrize("runtime", ["gevent", "werkzeug"])
-def test_both_panes_show_every_event_in_order_and_payloads_as_text(page: Any, runtime: str) -> None:
+def test_every_pane_shows_every_event_in_order_and_payloads_as_text(page: Any, runtime: str) -> None:
     with run_server(runtime) as server:
         channel, dialogs = open_demo(page, server.url)
         with httpx.Client(base_url=server.url, timeout=5 * UNIT) as http:
@@ -152,9 +154,12 @@ def test_both_panes_show_every_event_in_order_and_payloads_as_text(page: Any, ru
         stored, events = event_bytes(server.url, channel)
         assert events[48]["data"] == {"via": "box", "n": 49}
         assert events[49]["data"] == HOSTILE
-        ws, lp = counters(page, "websocket"), counters(page, "longpoll")
+        ws, lp, sse = counters(page, "websocket"), counters(page, "longpoll"), counters(page, "sse")
         assert ws["transfers"] == 50, "one frame per event, no control message on a fresh channel"
         assert ws["bytes"] == stored, "frame payloads are exactly the stored event bytes"
+        assert sse["transfers"] == 50, "one SSE event per event, no notice on a fresh channel"
+        assert sse["bytes"] == stored, "each SSE event's data is exactly the stored event bytes"
+        assert seqs(page, "sse") == seqs(page, "websocket") == seqs(page, "longpoll")
         assert 1 <= lp["transfers"] <= 51
         assert lp["bytes"] > stored, "long-poll bodies carry every event plus an envelope each"
 
@@ -171,7 +176,7 @@ def test_both_panes_show_every_event_in_order_and_payloads_as_text(page: Any, ru
         assert dialogs == []
 
 
-def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
+def test_auto_publisher_drives_every_pane_then_screenshot(page: Any) -> None:
     with run_server("gevent") as server:
         channel, dialogs = open_demo(page, server.url, "demo")  # a new server: "demo" is empty
         with httpx.Client(base_url=server.url, timeout=5 * UNIT) as http:
@@ -199,6 +204,7 @@ def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
             c = counters(page, pane)
             assert (c["events"], c["missing"], c["duplicate"], c["out_of_order"]) == (last, 0, 0, 0), pane
         assert counters(page, "websocket")["transfers"] == last
+        assert counters(page, "sse")["transfers"] == last
         assert dialogs == []
 
         target = os.environ.get("LAB_DEMO_SCREENSHOT")
@@ -208,7 +214,11 @@ def test_auto_publisher_drives_both_panes_then_screenshot(page: Any) -> None:
 
 
 def test_panes_reconnect_after_the_server_restarts(page: Any) -> None:
-    """A restarted memory bus is behind both cursors: each pane reconnects and gets a reset notice."""
+    """A restarted memory bus is behind every cursor: each pane reconnects and gets a reset notice.
+
+    The SSE pane's stream is ended cleanly by the stopping server; its EventSource reconnects by itself
+    (``Last-Event-ID: 5``) once the new server listens.
+    """
     with run_server("gevent") as first:
         port = first.port
         channel, dialogs = open_demo(page, first.url)
@@ -216,7 +226,8 @@ def test_panes_reconnect_after_the_server_restarts(page: Any) -> None:
             for n in range(1, 6):
                 assert http.post(f"/channels/{channel}/events", json=n).status_code == 201
         wait_for_events(page, 5)
-    page.wait_for_selector('[data-pane="websocket"] .conn[data-state="retrying"]')
+    for pane in ("websocket", "sse"):
+        page.wait_for_selector(f'[data-pane="{pane}"] .conn[data-state="retrying"]')
     # The page knows one address: start the second server on the first one's port.
     with run_server("gevent", port=port) as second:
         assert second.port == port
