@@ -28,6 +28,12 @@ subscribers x 100 events/s that made the lab report 2.5 to 4 times the server's 
   reconnects;
 - ``TCP_NODELAY`` is on (the pongs and the close frame are small writes);
 - every byte written and read is counted in a :class:`bench.agents.meter.WireMeter`, the handshake apart.
+
+A peer's protocol over the same connection (Engine.IO: :mod:`bench.agents.socketio`) overrides three hooks
+of :class:`LeanWebSocketSubscriber`: :meth:`~LeanWebSocketSubscriber._target` (the Upgrade's request target),
+:meth:`~LeanWebSocketSubscriber._opened` (called with a function that sends a text message, once the ``101``
+is checked) and :meth:`~LeanWebSocketSubscriber._on_text` (each text message, with its receive time); by
+default they do what the lab's protocol needs (the path template, nothing, ``decode`` then the message path).
 """
 
 from __future__ import annotations

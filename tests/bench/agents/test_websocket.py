@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bench.agents.frames import FrameParser, Opcode
+from bench.agents.meter import WireMeter
 from bench.agents.websocket import LeanWebSocketSubscriber, WebSocketClosed, accept_key
 from clients import AsyncPublisher, Received, Subscriber, SubscriberError
 from tests.support import UNIT, ServerProcess, run_server
@@ -318,6 +319,62 @@ def test_pings_are_answered_and_a_fragmented_message_is_read_whole() -> None:
     _sub, got, _, error = run_scripted({}, script, lambda s: s.tracker.cursor >= 1 and len(pongs) == 2)
     assert error is None and [(r.seq, r.data) for r in got] == [(1, "split")]
     assert pongs == [(int(Opcode.PONG), b"ping-1"), (int(Opcode.PONG), b"")]
+
+
+class Hooked(LeanWebSocketSubscriber):
+    """The three hooks a peer's protocol overrides: another target, a message sent on open, every text seen."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.texts: list[tuple[str, int]] = []
+
+    def _target(self) -> str:
+        return f"/peer?channel={self.channel}&cursor={self.tracker.cursor}"
+
+    def _opened(self, send: Callable[[str], None]) -> None:
+        send("hello é")
+
+    def _on_text(self, text: str, recv_ns: int, recv_mono_ns: int) -> None:
+        self.texts.append((text, recv_ns))
+        if text.startswith("{"):
+            super()._on_text(text, recv_ns, recv_mono_ns)
+
+
+def test_hooks_for_a_peers_protocol() -> None:
+    """``_target`` names the Upgrade, ``_opened`` sends on the new connection (counted), ``_on_text`` sees all."""
+    sent: list[tuple[int, bytes]] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(frame(1, b"not an event") + event(1))  # with the 101: delivered before the session resumes
+        await writer.drain()
+        sent.extend(await read_client_frames(reader, 1))
+        await hold(reader, writer, n)
+
+    got: list[Received] = []
+    meter = WireMeter()
+
+    scripted = Scripted(script)
+
+    async def main() -> Hooked:
+        async with scripted as url:
+            sub = Hooked(url, "c", meter=meter, on_event=got.append)
+            stop = asyncio.Event()
+            task = asyncio.create_task(sub.run(stop))
+            deadline = asyncio.get_running_loop().time() + 10 * UNIT
+            while not (sent and got):
+                assert asyncio.get_running_loop().time() < deadline and not task.done()
+                await asyncio.sleep(0.005)
+            stop.set()
+            await asyncio.wait_for(task, 10 * UNIT)
+            return sub
+
+    sub = asyncio.run(main())
+    assert scripted.heads[0].startswith(b"GET /peer?channel=c&cursor=0 HTTP/1.1\r\n")
+    assert sent == [(int(Opcode.TEXT), json.dumps("hello é").encode())]  # (read_client_frames dumps text)
+    assert [t for t, _ in sub.texts] == ["not an event", '{"channel":"c","seq":1,"ts":1,"data":null}']
+    assert sub.texts[0][1] == sub.texts[1][1] == got[0].recv_ns  # one read, one receive time
+    assert [r.seq for r in got] == [1] and sub.stats.frames == 2
+    assert meter.up - meter.head_up == 6 + len("hello é".encode()) + 8  # the masked text frame, then close 1000
 
 
 @pytest.mark.parametrize(
