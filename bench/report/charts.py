@@ -42,7 +42,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.contract.schema import Result, Run
 
-from .peers import Point, points
+from .peers import Point, peer_points
 from .sweeps import AXES, Sweep, find_sweeps
 from .tables import bytes_per_event, events_per_response, lab_results
 
@@ -624,7 +624,7 @@ class _Writer:
 
     def peers(self) -> None:
         """Per point of the peers section: server CPU per event and end-to-end p99, a bar per server and transport."""
-        for point in points(self.run):
+        for point in peer_points(self.run):
             self.peer_point(point)
 
     def peer_point(self, point: Point) -> None:

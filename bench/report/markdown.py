@@ -188,8 +188,9 @@ def _targets_section(run: Run) -> list[str]:
     lines = [
         "## Performance targets",
         "",
-        "Matched by transport, subscribers and rate, with runtime gevent, broadcast layout and no emulated link "
-        "(definitions in `bench/targets.toml`). A verdict covers every valid repetition: **pass** only when all pass. "
+        "Matched by transport, subscribers and rate, with runtime gevent, broadcast layout and no emulated link, "
+        "on the lab's own server (definitions in `bench/targets.toml`; peers have their own section). A verdict "
+        "covers every valid repetition: **pass** only when all pass. "
         "The floor column is the loopback floor's value of the same metric in this run (for the p50 ratio: the "
         "floor's p50 in ms).",
         "",

@@ -37,13 +37,13 @@ __all__ = [
     "PeerRow",
     "Point",
     "RatioRow",
-    "bytes_rows",
-    "idle_rows",
+    "peer_bytes_rows",
+    "peer_idle_rows",
+    "peer_points",
+    "peer_ratios",
     "peer_results",
+    "peer_resume_rows",
     "peers_section",
-    "points",
-    "ratios",
-    "resume_rows",
     "resume_sentence",
     "variant_label",
 ]
@@ -194,7 +194,7 @@ def _series_order(series: str) -> int:
     return TRANSPORTS.index(transport) if transport in TRANSPORTS else 99
 
 
-def points(run: Run) -> list[Point]:
+def peer_points(run: Run) -> list[Point]:
     """The points with events published to connections left alone, in the order the run planned them."""
     continuous = [r for r in peer_results(run) if _continuous(r)]
     order = {name: i for i, name in enumerate(run.meta.files)}
@@ -212,22 +212,22 @@ def points(run: Run) -> list[Point]:
     return out
 
 
-def idle_rows(run: Run) -> list[PeerRow]:
+def peer_idle_rows(run: Run) -> list[PeerRow]:
     """The idle runs of the peer sweeps (no event published: what an open connection costs)."""
     return _rows(r for r in peer_results(run) if r.raw["idle"] is not None)
 
 
-def bytes_rows(run: Run) -> list[PeerRow]:
+def peer_bytes_rows(run: Run) -> list[PeerRow]:
     """The continuous runs at 1 ev/s per subscriber, where bytes per event are the protocols' envelopes."""
     return [
         row
-        for point in points(run)
+        for point in peer_points(run)
         for row in point.rows
         if row.scenario.rate_per_subscriber == 1 and any(r.counters.delivered for r in row.results)
     ]
 
 
-def resume_rows(run: Run) -> list[PeerRow]:
+def peer_resume_rows(run: Run) -> list[PeerRow]:
     """The resume test of the peer sweeps: runs whose every connection is aborted every ``drop_every_s``."""
     return _rows(r for r in peer_results(run) if r.scenario.drop_every_s is not None and not r.scenario.idle)
 
@@ -265,10 +265,10 @@ class RatioRow:
         return self._ratio(self.lab_p99_us, self.peer_p99_us)
 
 
-def ratios(run: Run) -> list[RatioRow]:
+def peer_ratios(run: Run) -> list[RatioRow]:
     """For every point and transport with a lab row: one row per peer variant on that transport."""
     out = []
-    for point in points(run):
+    for point in peer_points(run):
         for lab in (row for row in point.rows if row.server == "lab"):
             for peer in (row for row in point.rows if row.server != "lab" and row.series == lab.series):
                 out.append(
@@ -485,7 +485,7 @@ def peers_section(run: Run) -> list[str]:
     """The peers section of REPORT.md (empty when the run has no peer result)."""
     if not peer_results(run):
         return []
-    found = points(run)
+    found = peer_points(run)
     titles = {p.name: p.title for p in found}
     lines = [
         f"## {SECTION_TITLE}",
@@ -504,7 +504,7 @@ def peers_section(run: Run) -> list[str]:
         lines += ["### At each point", ""]
         for point in found:
             lines += _point_table(point)
-    ratio_rows = ratios(run)
+    ratio_rows = peer_ratios(run)
     if ratio_rows:
         lines += [
             "### Lab / peer, same run",
@@ -515,7 +515,7 @@ def peers_section(run: Run) -> list[str]:
             "",
             *_ratio_table(ratio_rows, titles),
         ]
-    idle = idle_rows(run)
+    idle = peer_idle_rows(run)
     if idle:
         lines += [
             "### Idle connections",
@@ -525,7 +525,7 @@ def peers_section(run: Run) -> list[str]:
             "",
             *_idle_table(idle),
         ]
-    at_one = bytes_rows(run)
+    at_one = peer_bytes_rows(run)
     if at_one:
         lines += [
             "### Bytes per event at 1 ev/s",
@@ -535,7 +535,7 @@ def peers_section(run: Run) -> list[str]:
             "",
             *_bytes_table(at_one),
         ]
-    resume = resume_rows(run)
+    resume = peer_resume_rows(run)
     if resume:
         lines += [
             "### Resume: connections dropped",

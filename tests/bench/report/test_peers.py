@@ -17,19 +17,18 @@ from bench.report.load import load_run
 from bench.report.markdown import summary_rows
 from bench.report.peers import (
     SECTION_TITLE,
-    bytes_rows,
-    idle_rows,
+    peer_bytes_rows,
+    peer_idle_rows,
+    peer_points,
+    peer_ratios,
     peer_results,
+    peer_resume_rows,
     peers_section,
-    points,
-    ratios,
-    resume_rows,
     resume_sentence,
     variant_label,
 )
 from bench.report.sweeps import find_sweeps
-from bench.report.tables import cost_rows
-from bench.report.tables import idle_rows as lab_idle_rows
+from bench.report.tables import cost_rows, idle_rows
 from bench.report.targets import evaluate
 from tests.bench.fixtures.peers import peer_result, write_run
 
@@ -186,7 +185,7 @@ def test_labels_say_what_ran(run: Any) -> None:
 
 
 def test_points_rows_in_order_with_their_numbers(run: Any) -> None:
-    found = points(run)
+    found = peer_points(run)
     assert [(p.name, p.title) for p in found] == [
         (WS, "100 subscribers x 100 ev/s"),
         (LP, "100 subscribers x 10 ev/s"),
@@ -212,7 +211,7 @@ def test_points_rows_in_order_with_their_numbers(run: Any) -> None:
 
 
 def test_ratios_lab_over_peer_same_point_same_transport(run: Any) -> None:
-    rows = {(r.point, r.series, r.peer): r for r in ratios(run)}
+    rows = {(r.point, r.series, r.peer): r for r in peer_ratios(run)}
     assert set(rows) == {
         (WS, "websocket", "Flask-SocketIO, gevent, TCP_NODELAY"),
         (WS, "websocket", "Flask-SocketIO, default handshake (polling then upgrade)"),
@@ -235,7 +234,7 @@ def test_ratios_lab_over_peer_same_point_same_transport(run: Any) -> None:
 
 
 def test_idle_bytes_and_resume_rows(run: Any) -> None:
-    idle = {row.variant: row for row in idle_rows(run)}
+    idle = {row.variant: row for row in peer_idle_rows(run)}
     assert set(idle) == {"lab (gevent)", "Flask-SocketIO, gevent, TCP_NODELAY"}
     assert (
         idle["Flask-SocketIO, gevent, TCP_NODELAY"].group.cell(
@@ -243,11 +242,11 @@ def test_idle_bytes_and_resume_rows(run: Any) -> None:
         )
         == "40"
     )
-    assert [(row.variant, row.series) for row in bytes_rows(run)] == [
+    assert [(row.variant, row.series) for row in peer_bytes_rows(run)] == [
         ("lab (gevent)", "longpoll"),
         ("Nchan, 1 worker", "polling 1 s"),
     ]
-    resume = resume_rows(run)
+    resume = peer_resume_rows(run)
     assert [(row.variant, row.series, row.total("missing"), row.total("reconnects")) for row in resume] == [
         ("lab (gevent)", "longpoll", 0, 100),
         ("lab (gevent)", "websocket", 0, 100),
@@ -270,7 +269,7 @@ def test_resume_sentence_follows_the_numbers(tmp_path: Path) -> None:
         peer_result("r-ws", "r", "websocket", server="websockets", drop_every_s=2.0, reconnects=10),
     ]
     run = load_run(write_run(tmp_path / "run", results))
-    assert resume_sentence(resume_rows(run)) == (
+    assert resume_sentence(peer_resume_rows(run)) == (
         "Resumed across every drop with nothing missing, duplicated or out of order: websockets (asyncio) "
         "(websocket). Lost what was published while their clients were away: lab (gevent) lost 5 of 1,000 events "
         "over websocket (1 repetition). Delivered events twice or out of order: Flask-SocketIO, gevent, "
@@ -311,7 +310,7 @@ def test_section_markdown(run: Any) -> None:
         "| Flask-SocketIO, gevent, TCP_NODELAY ✗ | websocket | 10 x 10 ev/s, every 2 s | 1 | 1,963/2,000 | 37 | 0 "
         "| 0 | 100 | r1 loss |" in lines
     )
-    assert resume_sentence(resume_rows(run)) in lines
+    assert resume_sentence(peer_resume_rows(run)) in lines
 
 
 def test_no_peers_no_section(tmp_path: Path) -> None:
@@ -330,7 +329,7 @@ def test_the_rest_of_the_report_keeps_to_the_lab(run: Any) -> None:
     assert all(row.source == f"{WS}-lab, target-ws-100x100" for row in ws_target)
     assert {row.transport for row in measured_table(run)} == {"longpoll", "websocket"}  # no Nchan polling
     assert all(row.scenario.endswith("-lab") or row.scenario == "target-ws-100x100" for row in cost_rows(run))
-    assert [row.scenario for row in lab_idle_rows(run)] == ["peers-idle-1000-lab"]
+    assert [row.scenario for row in idle_rows(run)] == ["peers-idle-1000-lab"]
     names = {row[0] for row in summary_rows(run)}
     assert f"{WS}-flask_socketio [server flask_socketio]" in names and f"{WS}-lab" in names
 
