@@ -8,6 +8,7 @@ refusals; shutdown runs real servers in subprocesses.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -28,6 +29,7 @@ from server.stats import Stats
 from tests.support import UNIT, run_server, wait_until
 
 CONFIG = Config(history=10, max_batch=3)
+JSON = {"Content-Type": "application/json"}
 
 
 def event(seq: int, data: bytes = b"1", channel: str = "c") -> Event:
@@ -295,3 +297,54 @@ def test_shutdown_ends_open_streams_cleanly(runtime: str) -> None:
             for sock, _ in socks:
                 sock.close()
         assert server.proc.wait(10 * UNIT) == 0
+
+
+# -- the Redis bus, two workers -------------------------------------------------------------------------
+
+
+def sse_reader(url: str, channel: str, count: int, out: list[str], opened: threading.Event) -> None:
+    """Read ``count`` events' ``data`` from one stream (an LF-only stream, as the lab writes it)."""
+    with httpx.Client(timeout=30 * UNIT) as http, http.stream("GET", f"{url}/channels/{channel}/sse") as resp:
+        assert resp.status_code == 200
+        opened.set()
+        buffer = ""
+        for text in resp.iter_text():
+            *blocks, buffer = (buffer + text).split("\n\n")
+            out.extend(m["data"] for m in parse("".join(b + "\n\n" for b in blocks).encode()))
+            if len(out) >= count:
+                return
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("runtime", ["gthread", "gevent"])
+def test_two_workers_on_the_redis_bus_stream_every_event_to_every_stream(redis_url: str, runtime: str) -> None:
+    """Streams held by either worker get every event published through either, as the long poll's bytes."""
+    channel, count = f"sse-{runtime}-{time.monotonic_ns()}", 20
+    with run_server(runtime, "--workers", "2", "--bus", "redis", env={"LAB_REDIS_URL": redis_url}) as server:
+        outs: list[list[str]] = [[] for _ in range(8)]
+        opened = [threading.Event() for _ in outs]
+        readers = [
+            threading.Thread(target=sse_reader, args=(server.url, channel, count, out, o), daemon=True)
+            for out, o in zip(outs, opened, strict=True)
+        ]
+        for t in readers:
+            t.start()
+        assert all(o.wait(20 * UNIT) for o in opened)
+        pids = set()
+        for i in range(count):
+            with httpx.Client(base_url=server.url, timeout=10 * UNIT) as http:  # a new connection: any worker
+                assert (
+                    http.post(f"/channels/{channel}/events", content=b'{"i":%d}' % i, headers=JSON).status_code == 201
+                )
+                pids.add(http.get("/healthz").json()["pid"])
+        for t in readers:
+            t.join(30 * UNIT)
+            assert not t.is_alive()
+        poll = httpx.get(f"{server.url}/channels/{channel}/poll", params={"timeout": 0}, timeout=10 * UNIT).text
+    events = json.loads(poll)["events"]
+    assert [e["seq"] for e in events] == list(range(1, count + 1))
+    for out in outs:
+        assert [json.loads(d)["seq"] for d in out] == list(range(1, count + 1))
+        assert all(d in poll for d in out)  # each data is the stored bytes the long poll embeds
+        assert out == outs[0]
+    assert len(pids) == 2, "the publishes reached one worker only"
