@@ -204,7 +204,7 @@ def _peer_subscriber(
         mode = "polling" if config.transport == "longpoll" else "upgrade" if config.upgrade else "websocket"
         return SocketIOSubscriber(config.url, channel, mode=mode, meter=meter, on_event=on_event)
     if config.server == "nchan":
-        from bench.agents import nchan
+        import bench.agents.nchan as nchan
 
         if config.transport == "longpoll":
             return nchan.NchanLongPollSubscriber(

@@ -29,21 +29,18 @@ history, 10,000 messages), which is also how each resumes after :meth:`drop`:
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from clients import HandshakeRejected, ServerUnavailable, Subscriber, SubscriberError
+from clients import ServerUnavailable, Subscriber, SubscriberError
 
 from .http import Answer, BarePoller
 from .messages import numbered_by_publisher, peer_event
 from .meter import WireMeter
 from .sse import LeanSSESubscriber
-from .websocket import HANDSHAKE_TIMEOUT, LeanWebSocketSubscriber, WebSocketClosed, _check_close, _Connection
+from .websocket import LeanWebSocketSubscriber
 
 __all__ = [
     "META_SUBPROTOCOL",
@@ -100,17 +97,6 @@ class NchanCursor:
         self.etag = etag.decode("latin-1")
 
 
-class _AbortablePoller(BarePoller):
-    """:class:`BarePoller` that can abort its connection at once, as a network failure would (for :meth:`drop`)."""
-
-    def abort(self) -> bool:
-        writer = self._writer
-        if writer is None or writer.transport.is_closing():
-            return False
-        writer.transport.abort()
-        return True
-
-
 class NchanLongPollSubscriber(Subscriber):
     """Subscribe to ``channel`` of the Nchan peer at ``base_url`` by long polling (see the module).
 
@@ -140,7 +126,7 @@ class NchanLongPollSubscriber(Subscriber):
         """The peer's hold, seconds."""
         self.margin = margin
         self.cursor = NchanCursor()
-        self.poller = _AbortablePoller(meter)
+        self.poller = BarePoller(meter)
         """The one keep-alive connection every request goes through."""
         self._path = f"/channels/{quote(channel, safe='')}/{self._suffix}"
         self._url = base_url.rstrip("/") + self._path
@@ -281,39 +267,9 @@ class NchanWebSocketSubscriber(LeanWebSocketSubscriber):
         path = self._path.format(channel=quote(self.channel, safe=""), after=self.tracker.cursor)
         return path if self.last_id is None else f"{path}?last_event_id={quote(self.last_id, safe='')}"
 
-    async def _session(self) -> None:
-        # LeanWebSocketSubscriber._session with one more request header (Sec-WebSocket-Protocol): it has a hook
-        # for the target (_target, above) but none for extra handshake headers yet. The rest is the same.
-        loop = asyncio.get_running_loop()
-        key = base64.b64encode(os.urandom(16)).decode("ascii")
-        request = (
-            f"GET {self._target()} HTTP/1.1\r\nHost: {self._netloc}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {META_SUBPROTOCOL}\r\n\r\n"
-        ).encode("ascii")
-        conn = _Connection(self, request, key)
-        try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await loop.create_connection(lambda: conn, self.host, self.port)
-                try:
-                    await conn.opened
-                except HandshakeRejected as exc:
-                    if exc.status < 500:
-                        raise SubscriberError(str(exc)) from exc
-                    raise ConnectionResetError(str(exc)) from exc
-            self.stats.connections += 1
-            self._conn = conn
-            try:
-                await conn.done
-            except WebSocketClosed as exc:
-                _check_close(exc)
-                raise
-        finally:
-            self._conn = None
-            conn.shutdown()
-            if conn.transport is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(conn.lost), 1.0)
+    def _headers(self) -> str:
+        """The Upgrade asks for the ``ws+meta.nchan`` subprotocol (the base class's hook): each message has its id."""
+        return f"Sec-WebSocket-Protocol: {META_SUBPROTOCOL}\r\n"
 
 
 def nchan_sse_event(channel: str, event: str, data: str) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ subscribers x 100 events/s that made the lab report 2.5 to 4 times the server's 
 
 A peer's protocol over the same connection (Engine.IO: :mod:`bench.agents.socketio`) overrides three hooks
 of :class:`LeanWebSocketSubscriber`: :meth:`~LeanWebSocketSubscriber._target` (the Upgrade's request target),
+:meth:`~LeanWebSocketSubscriber._headers` (extra request header lines),
 :meth:`~LeanWebSocketSubscriber._opened` (called with a function that sends a text message, once the ``101``
 is checked) and :meth:`~LeanWebSocketSubscriber._on_text` (each text message, with its receive time); by
 default they do what the lab's protocol needs (the path template, nothing, ``decode`` then the message path).
@@ -323,6 +324,10 @@ class LeanWebSocketSubscriber(Subscriber):
         """The request target of the next Upgrade: the path template with the channel and the cursor."""
         return self._path.format(channel=quote(self.channel, safe=""), after=self.tracker.cursor)
 
+    def _headers(self) -> str:
+        """Extra request header lines of the next Upgrade, each ending in CRLF (a subprotocol); none here."""
+        return ""
+
     def _opened(self, send: Callable[[str], None]) -> None:
         """The ``101`` was checked: ``send(text)`` sends a text message on this connection. Nothing here."""
         return None
@@ -338,7 +343,7 @@ class LeanWebSocketSubscriber(Subscriber):
             f"GET {self._target()} HTTP/1.1\r\n"
             f"Host: {self._netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{self._headers()}\r\n"
         ).encode("ascii")
         conn = _Connection(self, request, key)
         try:

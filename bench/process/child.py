@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -136,9 +137,12 @@ class Child:
         self._own_log = log is None
         self.log: IO[bytes] = log if log is not None else tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         command = [sys.executable, *args] if python else list(args)
-        # SIGINT is held while the child starts and is registered: a Ctrl-C cannot fall between the two and
-        # leave a child that nobody knows to stop (it is delivered right after).
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # A Ctrl-C is deferred while the child starts and is registered: it cannot fall between the two and
+        # leave a child that nobody knows to stop (it is raised right after). Deferred by a handler, not by
+        # blocking the signal: a blocked mask would be inherited across exec, and the child would ignore SIGINT.
+        deferred: list[int] = []
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: deferred.append(signum)) if main else None
         try:
             self.proc: subprocess.Popen[bytes] = subprocess.Popen(
                 command,
@@ -151,7 +155,10 @@ class Child:
             )
             Child._live.add(self)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            if main:
+                signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+                if deferred:
+                    signal.raise_signal(signal.SIGINT)
         self._buffer = b""
         self._last_cpu = 0.0
 

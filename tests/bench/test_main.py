@@ -39,7 +39,7 @@ def test_smoke_profile_end_to_end(smoke: SmokeRun) -> None:
     assert set(meta["files"]) == expected
     assert {p.name for p in run.glob("*--*--r*.json")} == expected
 
-    transports = set()
+    transports, servers = set(), set()
     for name in meta["files"]:
         result = json.loads((run / name).read_text())
         validate_result(result)
@@ -58,7 +58,13 @@ def test_smoke_profile_end_to_end(smoke: SmokeRun) -> None:
         else:
             assert c["expected"] > 0 and result["latency"]["end_to_end"]["count"] == c["delivered"]
         transports.add(result["scenario"]["transport"])
-    assert transports == {"longpoll", "websocket", "polling", "floor"}
+        servers.add(result["scenario"]["server"])
+        if result["scenario"]["server"] != "lab":  # a peer: its ready line is kept, it has no delivery latency
+            assert result["server"]["peer"]["name"] == result["scenario"]["server"], name
+            assert result["server"]["peer"]["versions"], name
+            assert result["server"]["cpu_s"] > 0, name
+    assert transports == {"longpoll", "websocket", "polling", "sse", "floor"}
+    assert servers == {"lab", "flask_socketio", "nchan", "websockets"}
     assert (run / "REPORT.md").is_file()
     assert sorted((run / "charts").glob("*.png"))
     capture = json.loads((run / "capture.json").read_text())

@@ -154,3 +154,17 @@ def test_process_cpu_is_read_in_nanoseconds_with_exited_threads_counted() -> Non
         assert ns is not None and ns >= 250_000_000  # the thread has exited; its time is still the process's
         assert ns % 10_000_000 != 0  # not a count of 10 ms clock ticks
     assert process_cpu_ns(child.pid) is None or not psutil.pid_exists(child.pid)
+
+
+def test_a_child_starts_with_sigint_unblocked() -> None:
+    """Deferring a Ctrl-C while the child starts must not leave SIGINT blocked in the child (it would ignore it)."""
+    import signal
+
+    child = Child(["-c", "import time; time.sleep(30)"], lines=False)
+    try:
+        blocked = next(line for line in Path(f"/proc/{child.pid}/status").read_text().splitlines() if "SigBlk" in line)
+        assert int(blocked.split()[1], 16) & (1 << (signal.SIGINT - 1)) == 0
+        os.kill(child.pid, signal.SIGINT)
+        assert child.proc.wait(10 * UNIT) == -signal.SIGINT  # Python re-raises an uncaught KeyboardInterrupt as it
+    finally:
+        child.stop()
