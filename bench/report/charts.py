@@ -631,9 +631,10 @@ class _Writer:
         variants = list(dict.fromkeys(row.variant for row in point.rows))
         series = list(dict.fromkeys(row.series for row in point.rows))
         height = 0.8 / len(series)
-        fig = Figure(figsize=(11.0, 2.0 + 0.32 * len(point.rows) + 0.25 * len(variants)), layout="constrained")
+        fig = Figure(figsize=(11.0, max(4.6, 2.6 + 0.32 * len(point.rows) + 0.2 * len(variants))), layout="constrained")
         axes = list(fig.subplots(1, 2, sharey=True))
         marks = _Marks()
+        invalid_only = withheld = False
         metrics: list[tuple[str, Callable[[Result], float | None]]] = [
             ("server CPU per delivered event (µs)", lambda r: r.cpu_us_per_event),
             ("end-to-end latency p99 (ms)", lambda r: _us_to_ms(r.end_to_end.p99_us)),
@@ -649,13 +650,14 @@ class _Writer:
                 if valid:
                     ax.barh(y, statistics.median(valid), height=height * 0.9, color=color, alpha=0.8, zorder=2)
                 elif reps:  # only invalid repetitions: a hollow grey bar, labelled
-                    marks.invalid = True
+                    invalid_only = True
                     median = statistics.median(v for _, v in reps)
                     ax.barh(y, median, height=height * 0.9, facecolor="none", edgecolor="#9a9a9a", hatch="//")
                     ax.annotate(
                         "invalid", (median, y), fontsize=6, color="#777777", xytext=(4, -2), textcoords="offset points"
                     )
                 else:
+                    withheld = True
                     ax.annotate(
                         "withheld", (0, y), fontsize=6, color="#777777", xytext=(2, -2), textcoords="offset points"
                     )
@@ -669,6 +671,7 @@ class _Writer:
                         color="black" if r.valid else "none",
                         edgecolors="black" if r.valid else "#9a9a9a",
                     )
+                    marks.invalid |= not r.valid
                     if r.lossy:
                         marks.loss = True
                         ax.scatter(v, y, color="#d62728", marker="x", s=60, linewidths=2, zorder=4)
@@ -679,10 +682,14 @@ class _Writer:
         axes[0].invert_yaxis()
         handles: list[Any] = [Patch(color=_color(s), label=s) for s in series]
         handles.append(Line2D([], [], color="black", marker="o", linestyle="", markersize=4, label="one repetition"))
+        if marks.invalid:
+            handles.append(
+                Line2D([], [], color="#9a9a9a", marker="o", markerfacecolor="none", linestyle="", label="invalid run")
+            )
+        if invalid_only:
+            handles.append(Patch(facecolor="none", edgecolor="#9a9a9a", hatch="//", label="invalid runs only"))
         if marks.loss:
             handles.append(Line2D([], [], color="#d62728", marker="x", linestyle="", markeredgewidth=2, label="✗ loss"))
-        if marks.invalid:
-            handles.append(Patch(facecolor="none", edgecolor="#9a9a9a", hatch="//", label="invalid runs only"))
         axes[1].legend(handles=handles, fontsize=7.5, loc="best")
         self.save(
             fig,
@@ -693,7 +700,11 @@ class _Writer:
             "Peers",
             marks,
             [
-                "withheld: too few latency samples for a p99, or too little server CPU in the window to divide",
+                *(
+                    ["withheld: too few latency samples for a p99, or too little server CPU in the window to divide"]
+                    if withheld
+                    else []
+                ),
                 "latency is end-to-end for every server, from the publisher's intended send time "
                 "(Flask-SocketIO and Nchan do not stamp events)",
             ],
