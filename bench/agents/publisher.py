@@ -100,7 +100,8 @@ class PublishPlan:
     """Seed of the Poisson arrivals."""
     numbering: str = "server"
     """Whose number an event's cursor is: ``server`` (the lab's ``seq`` from the publish answer) or
-    ``publisher`` (the payload's own number on its channel, for peers that do not number: ``peers/``)."""
+    ``publisher`` (the payload's own number on its channel, for peers that do not number: ``peers/``; then a
+    channel has one publish in flight at a time, so the peer receives them in number order)."""
     _ticks: tuple[list[int], int] | None = field(default=None, init=False, repr=False)
     """The ticks' offsets in ns and how many are warm-up, computed once."""
 
@@ -265,15 +266,23 @@ async def run_schedule(plan: PublishPlan, send: Send, start_mono_ns: int) -> Pub
     tasks: set[asyncio.Task[None]] = set()
 
     by_publisher = plan.numbering == "publisher"
+    # A peer's order on a channel is the order it received the publishes in, and the payload's number must be
+    # that order: with publisher numbering, one publish per channel is in flight at a time, in number order
+    # (asyncio.Lock wakes its waiters first come, first served; tasks start in creation order). A slow answer
+    # then delays the next publish of its channel, which the lag, taken at the write, shows.
+    in_order = {channel: asyncio.Lock() for channel in plan.channels} if by_publisher else {}
 
     async def one(index: int, intended: int, channel: str, body: bytes, number: int) -> None:
         def written() -> None:
             report.lag.record_us(max(0, time.monotonic_ns() - intended) / 1000)
 
         try:
-            seq = await send(channel, body, written)
             if by_publisher:
+                async with in_order[channel]:
+                    await send(channel, body, written)
                 seq = number
+            else:
+                seq = await send(channel, body, written)
         except (OSError, RuntimeError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             report.errors += 1
             return

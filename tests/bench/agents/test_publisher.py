@@ -120,6 +120,31 @@ def test_payloads_carry_their_number_on_their_channel_and_a_peer_is_numbered_by_
     assert report.last_seq == {"a": 3, "b": 3}
 
 
+def test_with_publisher_numbering_a_channel_has_one_publish_in_flight_in_number_order() -> None:
+    """A peer orders a channel by arrival: the n-th publish of a channel starts only once the (n-1)-th answered."""
+    plan = PublishPlan(url="", channels=["a", "b"], rate=2000.0, duration_s=0.02, numbering="publisher")
+    in_flight = {"a": 0, "b": 0}
+    most = {"a": 0, "b": 0}
+    both = [0]
+    order: dict[str, list[int]] = {"a": [], "b": []}
+
+    async def send(channel: str, body: bytes, on_write: Callable[[], None]) -> int:
+        on_write()
+        order[channel].append(decode_payload(json.loads(body)).number)
+        in_flight[channel] += 1
+        most[channel] = max(most[channel], in_flight[channel])
+        both[0] = max(both[0], in_flight["a"] + in_flight["b"])
+        await asyncio.sleep(0.004 if order[channel][-1] % 2 else 0.001)  # slow and fast answers alternate
+        in_flight[channel] -= 1
+        return 0
+
+    report = asyncio.run(run_schedule(plan, send, time.monotonic_ns()))
+    assert order == {"a": list(range(1, 21)), "b": list(range(1, 21))}
+    assert most == {"a": 1, "b": 1}
+    assert both[0] == 2  # the two channels are not serialized with each other
+    assert report.errors == 0 and report.last_seq == {"a": 20, "b": 20}
+
+
 def test_failed_sends_are_counted_and_make_the_publisher_behind() -> None:
     plan = PublishPlan(url="", channels=["a"], rate=1000.0, duration_s=0.005)
 
