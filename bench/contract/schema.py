@@ -40,6 +40,7 @@ __all__ = [
     "MIN_CPU_S",
     "PERCENTILE_KEYS",
     "RESULT_SCHEMA",
+    "SOCKETIO_CAPTURE_SCHEMA",
     "Counters",
     "Failed",
     "LatencySummary",
@@ -56,6 +57,7 @@ __all__ = [
     "validate_capture",
     "validate_meta",
     "validate_result",
+    "validate_socketio_capture",
 ]
 
 _UTC = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
@@ -314,6 +316,69 @@ def validate_capture(obj: object) -> None:
     error = _first_error(_CAPTURE_VALIDATOR, obj)
     if error is not None:
         raise error
+
+
+_WIRE_STEP = {
+    "type": "object",
+    "properties": {
+        "connection": _INT0,
+        "direction": {"enum": ["up", "down"]},
+        "layer": {"enum": ["http", "websocket"]},
+        "text": {"type": "string"},
+        "length": {"type": "integer", "minimum": 1},
+        "opcode": {"enum": ["continuation", "text", "binary", "close", "ping", "pong"]},
+        "header_bytes": {"type": "integer", "minimum": 2, "maximum": 14},
+        "hex": {"type": "string", "pattern": "^([0-9a-f]{2})+$"},
+    },
+    "required": ["connection", "direction", "layer", "text", "length"],
+    "additionalProperties": False,
+    "if": {"properties": {"layer": {"const": "websocket"}}},
+    "then": {"required": ["opcode", "header_bytes", "hex"]},
+    "else": {"not": {"anyOf": [{"required": ["opcode"]}, {"required": ["header_bytes"]}, {"required": ["hex"]}]}},
+}
+"""One HTTP message (its text, as sent) or WebSocket frame (its payload as text, unmasked; its bytes as hex)."""
+
+SOCKETIO_CAPTURE_SCHEMA: dict[str, Any] = _obj(
+    {
+        "schema": {"const": 1},
+        "captured_utc": _UTC_STR,
+        "written_after_run": {"type": "boolean"},
+        "note": _TEXT,
+        "payload": {"type": "object"},
+        "channel": _TEXT,
+        "client": _obj({"adapter": _TEXT, "mode": {"enum": ["websocket", "polling", "upgrade"]}}),
+        "peer": _obj(
+            {
+                "name": {"const": "flask_socketio"},
+                "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "options": {"type": "object"},
+                "command": _TEXT,
+            }
+        ),
+        "exchanges": {"type": "array", "items": _WIRE_STEP, "minItems": 1},
+    }
+)
+"""JSON Schema of socketio-capture.json (docs/results.md): one Socket.IO session, in the order the wire carried it."""
+
+_SOCKETIO_CAPTURE_VALIDATOR = jsonschema.Draft202012Validator(SOCKETIO_CAPTURE_SCHEMA)
+
+
+def validate_socketio_capture(obj: object) -> None:
+    """Raise :class:`SchemaError` unless ``obj`` is a valid socketio-capture.json.
+
+    Beyond the schema: each step's ``length`` is its bytes on the wire, so an HTTP message's is its text's
+    UTF-8 length and a frame's is its hex's, and a frame's header is shorter than the frame.
+    """
+    error = _first_error(_SOCKETIO_CAPTURE_VALIDATOR, obj)
+    if error is not None:
+        raise error
+    assert isinstance(obj, dict)
+    for i, step in enumerate(obj["exchanges"]):
+        wire = len(step["hex"]) // 2 if step["layer"] == "websocket" else len(step["text"].encode())
+        if step["length"] != wire:
+            raise SchemaError(f"exchanges[{i}].length", f"{step['length']} is not the {wire} bytes it carried")
+        if step["layer"] == "websocket" and step["header_bytes"] > wire:
+            raise SchemaError(f"exchanges[{i}].header_bytes", "longer than the frame")
 
 
 def _dotted(parts: Any) -> str:

@@ -41,7 +41,7 @@ from bench.contract.schema import min_samples, validate_meta, validate_result
 from bench.link import RelayProcess, measure_overhead
 from bench.process import Child
 
-from .capture import write_capture
+from .capture import write_capture, write_socketio_capture
 from .memory import run_memory
 from .meta import run_meta
 from .record import assemble_result, failed_result, update_latest, utc_now, write_json
@@ -393,6 +393,12 @@ def run_profile(
         write_capture(run_dir)
     except (OSError, RuntimeError, ValueError, TimeoutError) as exc:  # the numbers do not depend on it
         console.print(f"[yellow]no capture.json[/yellow]: {exc!r}")
+    if any(s.server == "flask_socketio" for s in scenarios):
+        console.print("capturing one Socket.IO session (polling, then the upgrade) byte for byte ...")
+        try:
+            write_socketio_capture(run_dir)
+        except (OSError, RuntimeError, ValueError, TimeoutError) as exc:  # the numbers do not depend on it
+            console.print(f"[yellow]no socketio-capture.json[/yellow]: {exc!r}")
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
