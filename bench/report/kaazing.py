@@ -17,7 +17,7 @@ with Mbps meaning 2^20 bits per second (871 x 8 x 1,000 / 2^20 = 6.645).
 :func:`paper_table` reproduces those figures from the paper's own inputs;
 :func:`measured_table` recomputes the same table from the bytes per delivered
 event (both directions, TCP payload counted by the relay) that this run
-measured for polling, long polling and WebSocket, and says which scenario each
+measured for polling, long polling, WebSocket and SSE, and says which scenario each
 number came from. The measured bytes include the event itself (envelope and
 payload); the paper's figures are overhead only, so the overhead (wire bytes
 minus payload bytes) is shown beside them.
@@ -121,10 +121,12 @@ def _pick(results: Sequence[Result]) -> list[Result]:
 
 
 def measured_table(run: Run) -> list[MeasuredRow]:
-    """The same table from this run's bytes per event, for each of polling, long polling and WebSocket it has."""
+    """The same table from this run's bytes per event, for each of polling, long polling, WebSocket and SSE it has."""
     rows = []
     lab = lab_results(run.results)  # a peer's bytes are its protocol's, not the lab's (the peers section has them)
-    series = sorted({r.scenario.series for r in lab if r.scenario.transport in ("polling", "longpoll", "websocket")})
+    series = sorted(
+        {r.scenario.series for r in lab if r.scenario.transport in ("polling", "longpoll", "websocket", "sse")}
+    )
     for name in series:
         chosen = _pick([r for r in lab if r.scenario.series == name])
         if not chosen:

@@ -415,7 +415,7 @@ def _kaazing_section(run: Run) -> list[str]:
     if measured:
         lines += _table(("transport", "bytes per event", *clients, "measured in"), measured)
     else:
-        lines.append("_No polling, long-poll or WebSocket result with bytes per event in this run._")
+        lines.append("_No polling, long-poll, WebSocket or SSE result of the lab with bytes per event in this run._")
     return lines
 
 

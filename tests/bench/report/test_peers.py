@@ -327,7 +327,7 @@ def test_the_rest_of_the_report_keeps_to_the_lab(run: Any) -> None:
     assert lp_target and all(row.source == f"{LP}-lab" for row in lp_target)
     ws_target = [r for r in evaluate(run) if r.target.startswith("WebSocket, 100 subscribers")]
     assert all(row.source == f"{WS}-lab, target-ws-100x100" for row in ws_target)
-    assert {row.transport for row in measured_table(run)} == {"longpoll", "websocket"}  # no Nchan polling
+    assert {row.transport for row in measured_table(run)} == {"longpoll", "websocket", "sse"}  # no Nchan polling
     assert all(row.scenario.endswith("-lab") or row.scenario == "target-ws-100x100" for row in cost_rows(run))
     assert [row.scenario for row in idle_rows(run)] == ["peers-idle-1000-lab"]
     names = {row[0] for row in summary_rows(run)}
