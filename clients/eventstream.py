@@ -106,7 +106,7 @@ class EventStreamParser:
                 self._line(buf[start : match.start()], events)
                 start = match.end()
             self._tail = buf[start:]
-            if start and buf[start - 1] == 0x0D:  # a CR ends the input: its LF may come next
+            if start == len(buf) and buf[-1] == 0x0D:  # a CR is the input's last byte: its LF may come next
                 self._skip_lf = True
         if len(self._tail) > self.max_line:
             raise EventStreamError(f"a line longer than {self.max_line} bytes")

@@ -9,7 +9,7 @@ the stream was split.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clients import EventStreamError, EventStreamParser, ServerSentEvent
@@ -86,6 +86,13 @@ def test_a_crlf_split_between_two_chunks_is_one_line_end() -> None:
     assert events == [ServerSentEvent("message", "a\nb", "")]
 
 
+def test_a_cr_inside_the_input_does_not_swallow_the_next_chunks_lf() -> None:
+    # The last line end of the first chunk is a CR, but a partial line follows it: an LF starting the next
+    # chunk ends that line (found by hypothesis).
+    events, _ = parse(b"data: 0\rdata: x", b"\ndata: y\n\n")
+    assert events == [ServerSentEvent("message", "0\nx\ny", "")]
+
+
 def test_a_leading_bom_is_dropped_once_even_split() -> None:
     bom = b"\xef\xbb\xbf"
     assert parse(bom[:1], bom[1:] + b"data: x\n\n")[0] == [ServerSentEvent("message", "x", "")]
@@ -130,7 +137,8 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
         if name is not None:
             fields.append(b"event: " + name.encode())
         if ident is not None:
-            fields.append(b"id:" + (b" " if draw(st.booleans()) else b"") + ident.encode())
+            space = draw(st.booleans()) or ident.startswith(" ")  # a reader drops one space after the colon
+            fields.append(b"id:" + (b" " if space else b"") + ident.encode())
             last_id = ident
         if draw(st.booleans()):
             fields.append(b"retry: %d" % draw(st.integers(0, 10**6)))
@@ -144,6 +152,7 @@ def streams(draw: st.DrawFn) -> tuple[bytes, list[ServerSentEvent]]:
     return bytes(out), expected
 
 
+@settings(max_examples=400)
 @given(streams(), st.data())
 def test_any_stream_split_anywhere_parses_the_same(
     stream: tuple[bytes, list[ServerSentEvent]], data: st.DataObject
