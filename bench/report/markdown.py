@@ -3,8 +3,9 @@
 Report layer: ``write_report(run_dir)`` reads ``meta.json`` and the result
 files (validated by :mod:`bench.schema`), deletes the charts it drew before,
 draws them again (:mod:`bench.charts`) and writes ``<run>/REPORT.md`` with the
-summary tables, the performance targets (:mod:`bench.targets`), the Kaazing
-table (:mod:`bench.kaazing`) and every chart embedded. Nothing else is read:
+summary tables, the performance targets (:mod:`bench.targets`), the peers
+section when the run has peers (:mod:`bench.report.peers`), the Kaazing table
+(:mod:`bench.kaazing`) and every chart embedded. Nothing else is read:
 the raw files are the source of truth. ``python -m bench.report RUN`` does the
 same; so does the runner's ``python -m bench report RUN``.
 
@@ -63,17 +64,12 @@ SUMMARY_COLUMNS = (
 """Columns of :func:`summary_rows`, for a terminal table."""
 
 
-# --- cells --------------------------------------------------------------------------------------
-
-_Group = Group
-"""The repetitions of one scenario and transport as cells (:class:`bench.report.tables.Group`)."""
-
-
-def _groups(run: Run) -> list[_Group]:
+def _groups(run: Run) -> list[Group]:
+    """One :class:`bench.report.tables.Group` of cells per scenario and series, every server's."""
     by_key: dict[tuple[str, str], list[Result]] = defaultdict(list)
     for r in run.results:
         by_key[(r.scenario.name, r.scenario.series)].append(r)
-    return [_Group(results) for results in by_key.values()]
+    return [Group(results) for results in by_key.values()]
 
 
 def summary_rows(run: Run | Path | str) -> list[tuple[str, ...]]:

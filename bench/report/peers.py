@@ -323,7 +323,7 @@ def resume_sentence(rows: Sequence[PeerRow]) -> str:
     if resumed:
         sentences.append(
             "Resumed across every drop with nothing missing, duplicated or out of order: "
-            + "; ".join(f"{variant} ({_join(series)})" for variant, series in resumed.items())
+            + "; ".join(f"{variant} over {_join(series)}" for variant, series in resumed.items())
             + "."
         )
     if lost:
@@ -333,7 +333,7 @@ def resume_sentence(rows: Sequence[PeerRow]) -> str:
     if not_dropped:
         sentences.append(
             "Never dropped (no reconnect counted, so the test did not happen): "
-            + "; ".join(f"{variant} ({_join(series)})" for variant, series in not_dropped.items())
+            + "; ".join(f"{variant} over {_join(series)}" for variant, series in not_dropped.items())
             + "."
         )
     return " ".join(sentences)

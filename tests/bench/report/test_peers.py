@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import main as bench_main
+from bench.report.charts import write_charts
 from bench.report.kaazing import measured_table
 from bench.report.load import load_run
 from bench.report.markdown import summary_rows
@@ -254,10 +255,10 @@ def test_idle_bytes_and_resume_rows(run: Any) -> None:
         ("Nchan, 1 worker", "sse", 0, 0),
     ]
     assert resume_sentence(resume) == (
-        "Resumed across every drop with nothing missing, duplicated or out of order: lab (gevent) (longpoll and "
-        "websocket). Lost what was published while their clients were away: Flask-SocketIO, gevent, TCP_NODELAY "
+        "Resumed across every drop with nothing missing, duplicated or out of order: lab (gevent) over longpoll and "
+        "websocket. Lost what was published while their clients were away: Flask-SocketIO, gevent, TCP_NODELAY "
         "lost 37 of 2,000 events over websocket (1 repetition). Never dropped (no reconnect counted, so the test "
-        "did not happen): Nchan, 1 worker (sse)."
+        "did not happen): Nchan, 1 worker over sse."
     )
 
 
@@ -271,7 +272,7 @@ def test_resume_sentence_follows_the_numbers(tmp_path: Path) -> None:
     run = load_run(write_run(tmp_path / "run", results))
     assert resume_sentence(peer_resume_rows(run)) == (
         "Resumed across every drop with nothing missing, duplicated or out of order: websockets (asyncio) "
-        "(websocket). Lost what was published while their clients were away: lab (gevent) lost 5 of 1,000 events "
+        "over websocket. Lost what was published while their clients were away: lab (gevent) lost 5 of 1,000 events "
         "over websocket (1 repetition). Delivered events twice or out of order: Flask-SocketIO, gevent, "
         "TCP_NODELAY delivered 2 duplicate(s) and 0 out of order over websocket (1 repetition)."
     )
@@ -347,3 +348,12 @@ def test_bench_report_writes_the_section_and_its_charts(run_dir: Path, capsys: p
         assert f"(charts/peers--{point}.png)" in report
     assert "\n### Peers\n" in report
     assert not any(name.startswith("runtimes--") for name in written)  # the threading variant is no lab runtime
+
+
+def test_peer_charts_are_byte_for_byte_reproducible(run: Any, tmp_path: Path) -> None:
+    first = {c.stem: c for c in write_charts(run, tmp_path / "a") if c.section == "Peers"}
+    second = {c.stem: c for c in write_charts(run, tmp_path / "b") if c.section == "Peers"}
+    assert set(first) == {f"peers--{p}" for p in (WS, LP, "peers-bytes-1")} == set(second)
+    for stem, chart in first.items():
+        assert chart.png.read_bytes() == second[stem].png.read_bytes()
+        assert chart.svg.read_bytes() == second[stem].svg.read_bytes()
