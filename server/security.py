@@ -61,7 +61,7 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 """Names of this machine's loopback interface, as a ``Host`` header or origin carries them."""
 
 PUBLISH_ENDPOINT = "publish"
-SUBSCRIBE_ENDPOINTS = frozenset({"poll", "websocket", "stats"})
+SUBSCRIBE_ENDPOINTS = frozenset({"poll", "websocket", "sse", "stats"})
 MAY_PUBLISH = "lab.may_publish"
 """WSGI environ key: whether this request presented the publish token (or none is needed)."""
 

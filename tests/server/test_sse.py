@@ -247,10 +247,6 @@ def test_a_stopping_server_refuses_new_streams(app: Any) -> None:
     assert (resp.status_code, resp.get_json()["error"]) == (503, "shutting_down")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs 'sse' in server/security.py's SUBSCRIBE_ENDPOINTS (not this module's file: asked of the lead)",
-)
 def test_the_subscribe_token_is_required() -> None:
     app = create_app(Config(subscribe_token="s3cret"))
     client = app.test_client()
