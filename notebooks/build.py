@@ -71,8 +71,16 @@ from bench.report import (
 )
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+
+
+def given(variable):
+    \"\"\"The run directory an environment variable names; a relative path is the project's if not the kernel's.\"\"\"
+    path = Path(os.environ[variable])
+    return path if path.is_absolute() or path.exists() else ROOT / path
+
+
 if os.environ.get("LAB_RUN"):
-    CANDIDATES = [Path(os.environ["LAB_RUN"])]
+    CANDIDATES = [given("LAB_RUN")]
 else:
     CANDIDATES = [ROOT / "results" / "latest", ROOT / "results" / "reference"]
 FOUND = [p for p in CANDIDATES if (p / "meta.json").exists()]
@@ -81,7 +89,7 @@ if not FOUND:
 RUN_DIR = FOUND[0]
 RUN = load_run(RUN_DIR)  # validated, typed: RUN.meta, RUN.results (bench.contract.schema.Result), RUN.failed
 TOTALS = loss_totals(RUN)
-COLORS = {"longpoll": "tab:orange", "websocket": "tab:blue", "polling": "tab:purple", "floor": "black"}
+COLORS = {"longpoll": "tab:orange", "websocket": "tab:blue", "polling": "tab:purple", "sse": "tab:green", "floor": "black"}
 
 print(f"run: {RUN_DIR.resolve().name}, profile {RUN.meta.profile}")
 print(RUN.meta.provenance)
@@ -638,7 +646,422 @@ show(markdown_table(
     ),
     (
         "md",
-        """## 5. Operations (RFC 6202, section 2.2 and 5)
+        """## 5. What Flask-SocketIO does with these two transports
+
+The course's stack for "push" in Flask is usually Flask-SocketIO. It does not pick long polling *or*
+WebSocket: it speaks **Socket.IO** (v5) on top of **Engine.IO** (v4), and Engine.IO uses both. A session starts
+over long polling (plain HTTP, which passes every proxy), then *upgrades* to a WebSocket when one gets through,
+and the session (its `sid`) moves from one transport to the other. The lab measured Flask-SocketIO beside its
+own server (docs/peers.md); this section shows what its protocol puts on the wire, from a real session the
+benchmark captured through the same relay that counts the bytes (`socketio-capture.json` of the peers run:
+the fleet's Socket.IO client in the official client's default mode, against the Flask-SocketIO peer, read with
+`bench.report.capture.load_socketio_capture`), and reads the peers run's resume test.""",
+    ),
+    (
+        "code",
+        """import json
+
+from bench.report import peer_points, peer_ratios, peer_results, peer_resume_rows, resume_sentence
+from bench.report.capture import load_socketio_capture
+
+# The peers run: LAB_PEERS_RUN if set, else results/peers, else the main run if it measured peers.
+if os.environ.get("LAB_PEERS_RUN"):
+    PEERS_DIR = given("LAB_PEERS_RUN")
+    if not (PEERS_DIR / "meta.json").exists():
+        raise FileNotFoundError(f"LAB_PEERS_RUN={PEERS_DIR} is not a run directory (no meta.json)")
+elif (ROOT / "results" / "peers" / "meta.json").exists():
+    PEERS_DIR = ROOT / "results" / "peers"
+elif peer_results(RUN):
+    PEERS_DIR = RUN_DIR
+else:
+    PEERS_DIR = None
+if PEERS_DIR is None:
+    PEERS = None
+elif PEERS_DIR.resolve() == RUN_DIR.resolve():
+    PEERS = RUN
+else:
+    PEERS = load_run(PEERS_DIR)
+if PEERS is not None and not peer_results(PEERS):
+    PEERS = None  # a run without a single peer result has nothing to say here
+SIO_DIR = next((d for d in (PEERS_DIR, RUN_DIR) if d is not None and (d / "socketio-capture.json").exists()), None)
+SIO = load_socketio_capture(SIO_DIR) if SIO_DIR is not None else None
+LAB_CAPTURE = load_capture(SIO_DIR) if SIO_DIR is not None else None
+if LAB_CAPTURE is None:
+    LAB_CAPTURE = load_capture(RUN_DIR)
+NO_PEERS = ("_No peers run is available: set `LAB_PEERS_RUN` to a run of the `peers` profile "
+            "(`python -m bench run --profile peers`), or commit one as `results/peers`._")
+
+if PEERS is not None:
+    print(f"peers run: {PEERS_DIR.resolve().name}, profile {PEERS.meta.profile}")
+    print(PEERS.meta.provenance)
+else:
+    show(NO_PEERS)
+if SIO is not None:
+    print(f"Socket.IO capture: {SIO_DIR.resolve().name}/socketio-capture.json, captured {SIO.captured_utc}"
+          + (", added to the run after it ended" if SIO.written_after_run else ""))
+    print("peer:", SIO.command)
+    print("packages:", ", ".join(f"{k} {v}" for k, v in SIO.versions.items()))
+    print("note:", SIO.note)""",
+    ),
+    (
+        "code",
+        """SEPARATOR = "\\x1e"  # Engine.IO's separator of packets in one long-polling body
+ARROW = {"up": "client → server", "down": "server → client"}
+
+
+def wire_text(step, limit=110):
+    \"\"\"A step's bytes as a table cell: an HTTP message's start line and body, a frame's text.\"\"\"
+    if step.layer == "http":
+        body = step.http.body
+        text = step.start_line + (f" ⏎⏎ {body}" if body else "")
+    else:
+        text = step.text if step.opcode == "text" else f"({step.opcode}: {step.text})"
+    text = text.replace(SEPARATOR, "\\\\x1e")
+    return "`" + (text if len(text) <= limit else text[: limit - 1] + "…") + "`"
+
+
+if SIO is None:
+    show("_This run has no `socketio-capture.json` (a run whose profile has a Flask-SocketIO scenario writes one; "
+         "`python -m bench.run.capture socketio RUN_DIR` adds one to a finished run)._")
+else:
+    show(markdown_table(
+        ("#", "connection", "direction", "bytes", "the bytes (HTTP: start line ⏎⏎ body)", "what it is"),
+        [(i, s.connection, ARROW[s.direction], s.length, wire_text(s), s.what) for i, s in enumerate(SIO.steps, 1)],
+    ))
+    opened = next(s for s in SIO.steps if any(p.startswith("0{") for p in s.packets))
+    upgrade = next(s for s in SIO.steps if s.layer == "http" and s.direction == "up" and "transport=websocket" in s.start_line)
+    for title, step in (("the Engine.IO open (long polling)", opened), ("the WebSocket Upgrade", upgrade)):
+        print(f"--- {title}: {step.length} bytes, connection {step.connection}, {ARROW[step.direction]}")
+        print(step.text.replace("\\r\\n", "\\n"))
+        print()""",
+    ),
+    (
+        "code",
+        """if SIO is not None:
+    o = SIO.open
+    steps = list(SIO.steps)
+    upgraded_at = steps.index(SIO.first("5"))
+    before = steps[: upgraded_at + 1]
+    said = [
+        f"**The handshake.** The first `GET` carries no session; the answer is Engine.IO's OPEN packet (`0` and a "
+        f"JSON object): the session id `sid` (`{o['sid']}`), the transports it may upgrade to "
+        f"({', '.join(o['upgrades'])}), `pingInterval` {o['pingInterval']:,} ms and `pingTimeout` "
+        f"{o['pingTimeout']:,} ms. The client then `POST`s `40` (Engine.IO MESSAGE `4`, Socket.IO CONNECT `0`) "
+        "on a second keep-alive connection, and the next `GET` brings the connect ack `40{\\"sid\\":...}`: the "
+        "Socket.IO session's own id, beside the Engine.IO one.",
+        f"**The upgrade.** The client opens a WebSocket on a new connection, naming the same `sid` in its URL, and "
+        "sends `2probe` (a PING with the data `probe`); the server answers `3probe`; the client sends `5` "
+        "(UPGRADE) and from then on the session lives on the WebSocket and polling stops. Up to that `5` the "
+        f"session took {len(before)} messages on {len({s.connection for s in before})} TCP connections and "
+        f"{sum(s.length for s in before):,} bytes both ways, before a single event.",
+    ]
+    event = SIO.event
+    data = json.dumps(dict(SIO.payload), separators=(",", ":"))
+    text = (
+        f"**The event.** The payment arrives as one text frame of {event.length} bytes: a {event.header_bytes}-byte "
+        f"header and `{event.text}`. `4` is Engine.IO's MESSAGE, `2` Socket.IO's EVENT, then a JSON array of the "
+        f"event's name (`\\"e\\"`, the peer's) and its data: {len(event.text) - len(data)} bytes of envelope around "
+        f"the {len(data)}-byte payload."
+    )
+    if LAB_CAPTURE is not None and json.loads(LAB_CAPTURE.websocket_frame.payload).get("data") == dict(SIO.payload):
+        lab = LAB_CAPTURE.websocket_frame
+        text += (
+            f" The lab's WebSocket frame for the same payment (`capture.json`) is {lab.size} bytes, its envelope "
+            f"{len(lab.payload) - len(data)} bytes: `{lab.payload}`. The lab's envelope is longer because it "
+            "carries the event's cursor (`seq`) and publish time (`ts`); Socket.IO's carries neither, so a client "
+            "has nothing to resume from."
+        )
+    said.append(text)
+    show("\\n\\n".join(said))""",
+    ),
+    (
+        "md",
+        """**Heartbeats.** Engine.IO's server sends PING (`2`) every `pingInterval` and expects PONG (`3`) within
+`pingTimeout`, else it closes the session; a client that hears no PING for that long gives up too. Socket.IO's
+default `pingInterval` is 25 s (python-engineio's and the JavaScript server's), so an idle Socket.IO connection is never
+silent for long: a heartbeat is part of the protocol, where the lab's WebSocket pings only when told to
+(`--ws-ping-interval`). The capture ran with a shorter interval, so that a heartbeat came soon after the event; the file says so.""",
+    ),
+    (
+        "code",
+        """if SIO is not None:
+    steps = list(SIO.steps)
+    ping = next(i for i in range(steps.index(SIO.event), len(steps)) if steps[i].packets == ["2"])
+    pong = next(i for i in range(ping, len(steps)) if steps[i].packets == ["3"])
+    show(f"In this capture the peer ran with `pingInterval` {SIO.open['pingInterval']:,} ms and `pingTimeout` "
+         f"{SIO.open['pingTimeout']:,} ms; the heartbeat after the event is steps {ping + 1} (PING, "
+         f"{steps[ping].length} bytes) and {pong + 1} (PONG, {steps[pong].length} bytes: the client's frames carry "
+         f"a mask). The file's note: _{SIO.note}_")""",
+    ),
+    (
+        "md",
+        """**Why long polling needs sticky sessions.** The `sid` names a session that lives in the memory of *one* server
+process: its queue of packets, its pending `GET`, its heartbeat. With several workers behind a load balancer,
+a polling request that reaches another worker finds no such session: python-engineio answers `400` ("Invalid
+session"; the JavaScript server says "Session ID unknown"), and the client starts over. So every request of a
+session must reach the worker that opened it: sticky sessions (by cookie or client address). Flask-SocketIO's
+message queue (Redis) lets any worker *emit*; it does not share sessions. The lab's long poll keeps nothing
+between requests: its cursor is in the URL (`?after=<seq>`), so any worker connected to the shared bus can
+answer any poll (tests/server/test_bus_redis.py runs two gunicorn workers over Redis and loses nothing).
+
+**What is lost on reconnect.** A Socket.IO reconnect is a new session with a new `sid`; python-socketio has no
+connection-state recovery, and the event frame has no cursor to ask from. Whatever was emitted while the client
+was away went to the old session and is gone. The lab, Nchan and the `websockets` peer resume from a cursor (the
+lab's `after` and `Last-Event-ID`; Nchan's own headers). The peers run's resume test drops every subscriber's
+connection at a fixed interval and counts what arrived:""",
+    ),
+    (
+        "code",
+        """RESUME = peer_resume_rows(PEERS) if PEERS is not None else []
+if RESUME:
+    show(markdown_table(
+        ("server", "transport", "subscribers x rate, dropped every", "reps", "delivered/expected", "missing",
+         "duplicate", "out of order", "reconnects"),
+        [(row.variant + row.group.marks, row.series,
+          f"{row.scenario.subscribers:,} x {row.scenario.rate:g} ev/s, {row.scenario.drop_every_s:g} s",
+          len(row.results), f"{row.total('delivered'):,}/{row.total('expected'):,}", f"{row.total('missing'):,}",
+          f"{row.total('duplicate'):,}", f"{row.total('out_of_order'):,}", f"{row.total('reconnects'):,}")
+         for row in RESUME],
+    ))
+    show(resume_sentence(RESUME) + " Counted over every repetition, valid or not.")
+elif PEERS is not None:
+    show("_This peers run has no resume test (no scenario drops its connections, `drop_every_s`): the `peers` "
+         "profile's `peers-resume` sweep measures it._")
+else:
+    show(NO_PEERS)""",
+    ),
+    (
+        "md",
+        """## 6. Server-Sent Events
+
+Server-Sent Events (SSE, the WHATWG HTML standard's `EventSource`) is the third way, and the lab serves it
+too (`GET /channels/<c>/sse?after=<seq>`, docs/protocol.md). It is plain HTTP, like long polling, but the
+answer never ends: a `text/event-stream` into which the server writes each event as it is published. Its
+format, from docs/protocol.md (the lab's event objects as `data`, their `seq` as `id`):
+
+```
+HTTP/1.1 200 OK
+Content-Type: text/event-stream; charset=utf-8
+Cache-Control: no-store
+X-Accel-Buffering: no
+
+retry: 1000
+
+id: 41
+data: {"channel":"payments","seq":41,"ts":1795800000123456789,"data":{"amount":10}}
+
+id: 42
+data: {"channel":"payments","seq":42,"ts":1795800000223456789,"data":{"amount":12}}
+
+: heartbeat
+
+```
+
+- **`Last-Event-ID` is the lab's cursor.** Each event's `id` is its `seq`. When the stream breaks, the
+  browser's `EventSource` reconnects *by itself* (after `retry` milliseconds) and sends the last `id` it saw
+  in a `Last-Event-ID` header; the lab resumes after it, exactly as it does for a long poll's `after` or a
+  WebSocket's. The reconnect and the cursor cost the page no code: it is the one transport where resuming is
+  the browser's job. Nchan's EventSource resumes the same way, from its own ids.
+- **One way, text only.** The server talks, the client listens: a client that publishes does it with a
+  separate `POST`. The stream is UTF-8 text, line-oriented (a payload's line breaks become several `data:`
+  lines; a CR cannot be carried). Binary data needs an encoding (base64), where a WebSocket has binary frames.
+- **Plain HTTP.** No Upgrade, so it passes where long polling passes, provided the proxy does not buffer
+  the answer (`X-Accel-Buffering: no` asks nginx not to); an idle stream needs a comment (`: heartbeat`) now
+  and then so that proxies do not close it. Over HTTP/1.1 each stream holds a connection, and browsers allow
+  only a handful per host.
+
+Where it sits beside long polling and WebSocket, in the peers run: the lab's own server, the same load, in the
+same run (medians of the valid repetitions).""",
+    ),
+    (
+        "code",
+        """LAB_TRANSPORTS = ("longpoll", "websocket", "sse")
+NAMES = {"longpoll": "long polling", "websocket": "WebSocket", "sse": "SSE"}
+
+
+def lab_points(run):
+    \"\"\"The lab's continuous scenarios of a run that measured SSE and another transport at the same load.\"\"\"
+    groups = by_series(r for r in run.results if r.scenario.server == "lab" and r.scenario.transport in LAB_TRANSPORTS
+                       and not r.scenario.idle and r.scenario.drop_every_s is None and r.scenario.link.is_loopback)
+    by_scenario = {}
+    for g in groups:
+        by_scenario.setdefault(g.name, []).append(g)
+    return {name: gs for name, gs in by_scenario.items() if {g.series for g in gs} >= {"sse"} and len(gs) > 1}
+
+
+SSE_POINTS = lab_points(PEERS) if PEERS is not None else {}
+SSE_ROWS = []
+for name, groups in SSE_POINTS.items():
+    for g in sorted(groups, key=lambda g: LAB_TRANSPORTS.index(g.series)):
+        SSE_ROWS.append((name, g.scenario, g.series, g.median(lambda r: r.cpu_us_per_event),
+                         g.median(lambda r: ms(r.end_to_end.p99_us)), g.median(bytes_per_event),
+                         g.median(lambda r: r.num("bytes", "per_event", "down")), len(g.valid), len(g.results)))
+if SSE_ROWS:
+    show(markdown_table(
+        ("scenario", "subscribers x ev/s", "transport", "server µs/event", "p99 ms", "bytes/event (up+down)",
+         "bytes/event down", "valid reps"),
+        [(name, f"{sc.subscribers:,} x {sc.rate:g}", series, n(cpu), n(p99), n(b), n(down), f"{v}/{k}")
+         for name, sc, series, cpu, p99, b, down, v, k in SSE_ROWS],
+    ))
+    said = []
+    for name, groups in SSE_POINTS.items():
+        by = {g.series: g for g in groups}
+        sse = by["sse"]
+        cpu_sse = sse.median(lambda r: r.cpu_us_per_event)
+        parts = []
+        for other in ("longpoll", "websocket"):
+            if other not in by:
+                continue
+            o = by[other]
+            cpu_o = o.median(lambda r: r.cpu_us_per_event)
+            b_sse, b_o = sse.median(bytes_per_event), o.median(bytes_per_event)
+            p_sse, p_o = sse.median(lambda r: ms(r.end_to_end.p99_us)), o.median(lambda r: ms(r.end_to_end.p99_us))
+            bits = []
+            if cpu_sse and cpu_o:
+                bits.append(f"{n(cpu_sse / cpu_o, 2)} times {NAMES[other]}'s server CPU per event")
+            if p_sse and p_o:
+                bits.append(f"{n(p_sse / p_o, 2)} times its p99")
+            if b_sse and b_o:
+                bits.append(f"{n(b_sse / b_o, 2)} times its bytes per event")
+            if bits:
+                parts.append(", ".join(bits))
+        if parts:
+            sc = sse.scenario
+            said.append(f"In `{name}` ({sc.subscribers:,} subscribers x {sc.rate:g} ev/s) SSE costs "
+                        + "; and ".join(parts) + ".")
+    show(" ".join(said) + (" A ratio is left out where either side has no valid value (too few samples for a "
+                           "p99, or too little CPU in the window to divide)." if said else
+                           "_No scenario of this run has valid values for SSE and another transport together._"))
+elif PEERS is not None:
+    show("_This peers run has no scenario where the lab served SSE beside long polling or WebSocket._")
+else:
+    show(NO_PEERS)""",
+    ),
+    (
+        "md",
+        """## 7. Where a C push server sits
+
+Nchan is a push module for nginx, written in C: the same channels, long poll, WebSocket and EventSource, with
+nginx's event loop and HTTP parser doing per request what Flask, the WSGI server and Python do in the lab. The
+peers run measured it (and Flask-SocketIO, and the `websockets` library) with the same publisher, the same fleet
+and the same accounting as the lab, at the points of the performance targets, in the same run: the tables below
+are `bench.report`'s (`peer_points`, `peer_ratios`), the numbers of the peers run's `REPORT.md`. A cell is the
+median of the valid repetitions [range]; latency is end-to-end (Nchan and Flask-SocketIO do not stamp events).""",
+    ),
+    (
+        "code",
+        """POINTS = peer_points(PEERS) if PEERS is not None else []
+for point in POINTS:
+    show(f"**{point.title}** (sweep `{point.name}`)")
+    show(markdown_table(
+        ("server", "transport", "reps", "delivered/expected", "missing/dup/ooo", "p50 ms", "p99 ms",
+         "server µs/event", "bytes/event down", "req/event", "flags"),
+        [(row.variant + row.group.marks, row.series, len(row.results),
+          f"{row.group.total('delivered'):,}/{row.group.total('expected'):,}", row.group.loss_cell,
+          row.group.cell(lambda r: r.end_to_end.p50_us, 1e-3), row.group.cell(lambda r: r.end_to_end.p99_us, 1e-3),
+          row.group.cell(lambda r: r.cpu_us_per_event), row.group.cell(lambda r: r.num("bytes", "per_event", "down")),
+          row.group.cell(lambda r: r.num("http", "requests_per_event")), row.group.flags_cell)
+         for row in point.rows],
+    ))
+RATIOS = peer_ratios(PEERS) if PEERS is not None else []
+if RATIOS:
+    titles = {p.name: p.title for p in POINTS}
+    show("**Lab / peer, same run** (below 1 the lab spends less CPU per event, or has the shorter p99; — where "
+         "either side has no valid value):")
+    show(markdown_table(
+        ("point", "transport", "peer", "CPU/event lab/peer", "µs/event (lab / peer)", "p99 lab/peer",
+         "p99 ms (lab / peer)"),
+        [(titles.get(r.point, r.point), r.series, r.peer, n(r.cpu, 2), f"{n(r.lab_cpu_us)} / {n(r.peer_cpu_us)}",
+          n(r.p99, 2), f"{n(ms(r.lab_p99_us))} / {n(ms(r.peer_p99_us))}") for r in RATIOS],
+    ))
+elif PEERS is not None:
+    show("_No point of this peers run has both the lab and a peer on one transport: no same-run ratio._")
+else:
+    show(NO_PEERS)
+
+if POINTS:
+    fig, axes = plt.subplots(2, len(POINTS), figsize=(max(6, 3.6 * len(POINTS)), 7.5), squeeze=False)
+    for j, point in enumerate(POINTS):
+        for i, (label, get) in enumerate((("server CPU per event (µs)", lambda r: r.cpu_us_per_event),
+                                          ("end-to-end p99 (ms)", lambda r: ms(r.end_to_end.p99_us)))):
+            ax = axes[i][j]
+            names = []
+            for k, row in enumerate(point.rows):
+                names.append(f"{row.variant}\\n{row.series}")
+                value = row.median(get)
+                if value is not None:
+                    ax.bar(k, value, color=color(row.series), alpha=0.35 if row.server != "lab" else 0.8,
+                           edgecolor=color(row.series), hatch="" if row.server == "lab" else "//")
+                for r in row.results:
+                    if get(r) is not None:
+                        ax.scatter(k, get(r), s=14, zorder=3, color="black" if r.valid else "none", edgecolors="black")
+            ax.set_xticks(range(len(names)), names, rotation=70, fontsize=6)
+            ax.set_ylabel(label, fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+            if i == 0:
+                ax.set_title(f"{point.title}\\n({point.name})", fontsize=9)
+    fig.suptitle("The lab (solid) beside its peers (hatched): median of valid repetitions, each repetition a dot "
+                 "(hollow: invalid); no bar where no valid value", fontsize=9)
+    fig.text(0.01, 0.005, f"{PEERS.meta.provenance} · {PEERS_DIR.resolve().name}", fontsize=7, color="gray")
+    plt.tight_layout()
+    plt.show()""",
+    ),
+    (
+        "code",
+        """def cpu_by_load(server):
+    \"\"\"{(subscribers, rate): {series: median CPU µs/event}} of a server's plain variant (its shortest label).\"\"\"
+    out = {}
+    for point in POINTS:
+        rows = [row for row in point.rows if row.server == server]
+        plain = min((row.variant for row in rows), key=len, default=None)
+        for row in rows:
+            if row.variant == plain and row.cpu_us_per_event is not None:
+                out.setdefault((point.subscribers, point.rate), {})[row.series] = row.cpu_us_per_event
+    return out
+
+
+said = []
+lab, nchan = cpu_by_load("lab"), cpu_by_load("nchan")
+for load in sorted(set(lab) & set(nchan)):
+    l, c = lab[load], nchan[load]
+    if not all(t in l and t in c for t in ("longpoll", "websocket")):
+        continue
+    lab_ratio, nchan_ratio = l["longpoll"] / l["websocket"], c["longpoll"] / c["websocket"]
+    text = (
+        f"At {load[0]:,} subscribers x {load[1]:g} ev/s the lab's long poll costs {n(l['longpoll'])} µs of server "
+        f"CPU per event against {n(l['websocket'])} µs for its WebSocket: {n(lab_ratio, 2)} times as much. Nchan's "
+        f"long poll costs {n(c['longpoll'])} µs against {n(c['websocket'])} µs for its own WebSocket: "
+        f"{n(nchan_ratio, 2)} times. "
+    )
+    if nchan_ratio < lab_ratio:
+        text += (
+            f"Nchan's ratio is what long polling costs beside a WebSocket when each request is cheap (nginx parses it "
+            f"in C); the lab's is {n(lab_ratio / nchan_ratio, 2)} times that: the excess is what the lab's "
+            "request path (Flask, the WSGI server, Python per request) adds beyond what the technique costs."
+        )
+    else:
+        text += ("Here a C server pays as much for long polling, relative to its WebSocket, as the lab does: "
+                 "at this load the extra cost is the technique's (a request and an answer per event), not Python's.")
+    said.append(text)
+lp_ratios = [r for r in RATIOS if r.series == "longpoll" and r.peer.startswith("Nchan") and r.cpu is not None]
+ws_ratios = [r for r in RATIOS if r.series == "websocket" and r.peer.startswith("Nchan") and r.cpu is not None]
+if lp_ratios or ws_ratios:
+    said.append(
+        "Against Nchan directly, the lab spends "
+        + "; ".join(f"{n(r.cpu, 2)} times its CPU per event over {r.series} ({r.peer}, at "
+                    f"{next((p.title for p in POINTS if p.name == r.point), r.point)})" for r in lp_ratios + ws_ratios)
+        + ": on the same transport, at the same load, the whole distance between this Python server and a C one."
+    )
+if said:
+    show(" ".join(said))
+elif PEERS is not None:
+    show("_This peers run has no load where the lab and Nchan both have a valid CPU per event on long polling and "
+         "on WebSocket, so it cannot separate the technique's cost from the request path's: the `peers` profile "
+         "measures both at the same load._")""",
+    ),
+    (
+        "md",
+        """## 8. Operations (RFC 6202, section 2.2 and 5)
 
 | concern | long polling | WebSocket | in this lab |
 |---|---|---|---|
@@ -675,7 +1098,7 @@ for r in RUN.results:
     ),
     (
         "md",
-        """## 6. Which one?
+        """## 9. Which one?
 
 | if... | choose | because (see the measurements above) |
 |---|---|---|
@@ -684,6 +1107,7 @@ for r in RUN.results:
 | the client also sends often (chat, collaborative editing, games) | **WebSocket** | bidirectional on one connection |
 | thousands of mostly idle clients on a threaded server | **either, on gevent** | a held poll or an open socket each costs a greenlet; with threads both run out |
 | you cannot rely on Upgrade passing (some corporate proxies) | **long polling as a fallback** | same events, same cursors: switching transports loses nothing |
+| the page only listens, and should reconnect and resume by itself | **Server-Sent Events** | plain HTTP, one stream per page; the browser resends its cursor (`Last-Event-ID`) on reconnect (section 6) |
 | once a minute is fast enough | **interval polling** | simplest; latency is half the interval; every empty poll still costs headers |
 
 Numbers move with hardware, payloads and proxies: run `make bench` on your own machine and re-execute this

@@ -1,8 +1,10 @@
 """Execute the notebook in place (``make notebook``), with nbclient.
 
-``python -m notebooks.execute [--run DIR] [--output FILE]``: the notebook
-reads ``DIR`` (default: ``results/latest``, else ``results/reference``) and is
-written back with its outputs, so it renders on a code host as executed.
+``python -m notebooks.execute [--run DIR] [--peers-run DIR] [--output FILE]``:
+the notebook reads ``--run`` (default: ``results/latest``, else
+``results/reference``) and, for its peers sections, ``--peers-run`` (default:
+``results/peers``, else the main run if it measured peers), and is written
+back with its outputs, so it renders on a code host as executed.
 """
 
 from __future__ import annotations
@@ -19,23 +21,34 @@ from .build import NOTEBOOK
 __all__ = ["execute"]
 
 
-def execute(notebook: Path = NOTEBOOK, run: Path | None = None, output: Path | None = None, timeout: int = 300) -> Path:
+def execute(
+    notebook: Path = NOTEBOOK,
+    run: Path | None = None,
+    output: Path | None = None,
+    timeout: int = 300,
+    peers_run: Path | None = None,
+) -> Path:
     """Run every cell top to bottom; raise on the first failing cell."""
     nb = nbformat.read(notebook, as_version=4)  # type: ignore[no-untyped-call]  # nbformat has no annotations
-    env_before = os.environ.get("LAB_RUN")
-    if run is not None:
-        os.environ["LAB_RUN"] = str(run.resolve())
+    given = {"LAB_RUN": run, "LAB_PEERS_RUN": peers_run}
+    env_before = {name: os.environ.get(name) for name in given}
+    for name, path in given.items():
+        if path is not None:
+            os.environ[name] = str(path.resolve())
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     try:
         resources = {"metadata": {"path": str(notebook.parent)}}
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources)
         client.execute()
     finally:
-        if run is not None:
-            if env_before is None:
-                os.environ.pop("LAB_RUN", None)
+        for name, path in given.items():
+            before = env_before[name]
+            if path is None:
+                continue
+            if before is None:
+                os.environ.pop(name, None)
             else:
-                os.environ["LAB_RUN"] = env_before
+                os.environ[name] = before
     target = output or notebook
     nbformat.write(nb, target)  # type: ignore[no-untyped-call]
     return target
@@ -44,9 +57,12 @@ def execute(notebook: Path = NOTEBOOK, run: Path | None = None, output: Path | N
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m notebooks.execute", description=__doc__)
     p.add_argument("--run", type=Path, help="a run directory (default: results/latest, else results/reference)")
+    p.add_argument(
+        "--peers-run", type=Path, help="the run the peers sections read (default: results/peers, else the main run)"
+    )
     p.add_argument("--output", type=Path, help="write the executed notebook here instead of in place")
     a = p.parse_args(argv)
-    print(f"executed {execute(run=a.run, output=a.output)}")
+    print(f"executed {execute(run=a.run, output=a.output, peers_run=a.peers_run)}")
 
 
 if __name__ == "__main__":

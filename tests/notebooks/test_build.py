@@ -33,6 +33,7 @@ DEFINITIONS = {
     "2-byte frame header": "the Kaazing paper's input: framing bytes per WebSocket message",
     "871 bytes": "the Kaazing paper's input: HTTP header bytes per poll",
     "the 30 s that RFC 6202": "RFC 6202 section 5.5: the timeout it names as safe behind proxies",
+    "default `pingInterval` is 25 s": "Socket.IO's documented default (python-engineio's ping_interval=25)",
 }
 """Phrases quoting a number that is a definition (a standard's or the paper's), not a measurement."""
 

@@ -1,4 +1,9 @@
-"""The notebook executes top to bottom against a fresh smoke run (nbclient) and reads that run, through bench.report."""
+"""The notebook executes top to bottom against a fresh smoke run (nbclient) and reads that run, through bench.report.
+
+The smoke run measures every peer once and captures a Socket.IO session, so the peers sections render from it
+(it is given as the peers run too, so a committed ``results/peers`` cannot stand in for it). A SYNTHETIC peers
+run with chosen numbers (tests/bench/fixtures/peers.py) checks what the "C push server" prose concludes.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from bench.report import format_number, load_run, measured_table
+from bench.report import format_number, load_run, measured_table, peer_points
+from bench.report.capture import load_socketio_capture
 from notebooks.execute import execute
+from tests.bench.fixtures.peers import peer_result, write_run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def executed(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> nbformat.NotebookNode:
-    out = execute(run=smoke_run, output=tmp_path_factory.mktemp("notebook") / "executed.ipynb", timeout=600)
+    out = tmp_path_factory.mktemp("notebook") / "executed.ipynb"
+    execute(run=smoke_run, peers_run=smoke_run, output=out, timeout=600)
     return nbformat.read(out, as_version=4)
 
 
@@ -67,3 +75,74 @@ def test_its_prose_quotes_this_runs_numbers(executed: nbformat.NotebookNode, smo
     assert (
         f"{len(run.results)} repetitions, {sum(r.counters.expected for r in run.results):,} events expected" in markdown
     )
+
+
+def test_the_socketio_session_is_shown_step_by_step(executed: nbformat.NotebookNode, smoke_run: Path) -> None:
+    capture = load_socketio_capture(smoke_run)
+    assert capture is not None  # the runner captures one when the profile has a Flask-SocketIO scenario
+    markdown = _outputs(executed, "text/markdown")
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and " | `" in line]
+    assert len(rows) == len(capture.steps)
+    for i, (row, step) in enumerate(zip(rows, capture.steps, strict=True), 1):
+        assert row.startswith(f"| {i} | {step.connection} | ") and f" | {step.length} | " in row
+        assert row.endswith(f" | {step.what} |")
+    assert f"`{capture.event.text}`" in markdown
+    assert f"`pingInterval` {capture.open['pingInterval']:,} ms" in markdown
+    assert f"the session id `sid` (`{capture.open['sid']}`)" in markdown
+
+
+def test_the_peers_sections_quote_the_peers_runs_numbers(executed: nbformat.NotebookNode, smoke_run: Path) -> None:
+    markdown = _outputs(executed, "text/markdown").splitlines()
+    points = peer_points(load_run(smoke_run))
+    assert points  # the smoke run measures every peer
+    for point in points:
+        assert f"**{point.title}** (sweep `{point.name}`)" in markdown
+        for row in point.rows:
+            g = row.group
+            line = next(x for x in markdown if x.startswith(f"| {row.variant}{g.marks} | {row.series} | "))
+            assert f" | {g.total('delivered'):,}/{g.total('expected'):,} | " in line
+            assert f" | {g.cell(lambda r: r.cpu_us_per_event)} | " in line
+
+
+# --- the "C push server" prose, from chosen numbers ---------------------------------------------------------
+
+WS, LP = "peers-ws-1000x10", "peers-lp-1000x10"
+LOAD = {"subscribers": 1000, "rate": 10, "expected": 100_000}
+
+
+@pytest.fixture(scope="module")
+def synthetic_peers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SYNTHETIC: the lab's long poll 10 times its WebSocket per event, Nchan's 3 times; one resume row lost 37."""
+    results = [
+        peer_result(f"{WS}-lab", WS, "websocket", cpu_us=20.0, **LOAD),
+        peer_result(f"{WS}-lab", WS, "sse", cpu_us=30.0, down=120.0, **LOAD),
+        peer_result(f"{WS}-nchan", WS, "websocket", server="nchan", cpu_us=4.0, **LOAD),
+        peer_result(f"{LP}-lab", LP, "longpoll", cpu_us=200.0, requests_per_event=1.0, **LOAD),
+        peer_result(f"{LP}-nchan", LP, "longpoll", server="nchan", cpu_us=12.0, requests_per_event=1.0, **LOAD),
+        peer_result("peers-resume-flask_socketio", "peers-resume", "websocket", server="flask_socketio",
+                    drop_every_s=2.0, reconnects=90, missing=37),
+    ]  # fmt: skip
+    return write_run(tmp_path_factory.mktemp("peers"), results)
+
+
+@pytest.fixture(scope="module")
+def executed_synthetic(
+    smoke_run: Path, synthetic_peers: Path, tmp_path_factory: pytest.TempPathFactory
+) -> nbformat.NotebookNode:
+    out = tmp_path_factory.mktemp("notebook") / "synthetic.ipynb"
+    execute(run=smoke_run, peers_run=synthetic_peers, output=out, timeout=600)
+    return nbformat.read(out, as_version=4)
+
+
+def test_the_c_server_prose_separates_the_technique_from_the_request_path(
+    executed_synthetic: nbformat.NotebookNode,
+) -> None:
+    markdown = " ".join(_outputs(executed_synthetic, "text/markdown").split())
+    assert (
+        "the lab's long poll costs 200 µs of server CPU per event against 20 µs for its WebSocket: 10 times as much. "
+        "Nchan's long poll costs 12 µs against 4 µs for its own WebSocket: 3 times." in markdown
+    )
+    assert "the lab's is 3.3 times that: the excess is what the lab's request path" in markdown
+    assert "the lab spends 17 times its CPU per event over longpoll" in markdown
+    assert "SSE costs 1.5 times WebSocket's server CPU per event" in markdown
+    assert "lost 37 of 1,000 events over websocket" in markdown
