@@ -780,7 +780,8 @@ else:
 `pingTimeout`, else it closes the session; a client that hears no PING for that long gives up too. Socket.IO's
 default `pingInterval` is 25 s (python-engineio's and the JavaScript server's), so an idle Socket.IO connection is never
 silent for long: a heartbeat is part of the protocol, where the lab's WebSocket pings only when told to
-(`--ws-ping-interval`). The capture ran with a shorter interval, so that a heartbeat came soon after the event; the file says so.""",
+(`--ws-ping-interval`). The benchmark's capture runs the peer with a shorter interval, so that a heartbeat
+comes soon after the event, and its file says so.""",
     ),
     (
         "code",
