@@ -655,14 +655,20 @@ and the session (its `sid`) moves from one transport to the other. The lab measu
 own server (docs/peers.md); this section shows what its protocol puts on the wire, from a real session the
 benchmark captured through the same relay that counts the bytes (`socketio-capture.json` of the peers run:
 the fleet's Socket.IO client in the official client's default mode, against the Flask-SocketIO peer, read with
-`bench.report.capture.load_socketio_capture`), and reads the peers run's resume test.""",
+`bench.report.load_socketio_capture`), and reads the peers run's resume test.""",
     ),
     (
         "code",
         """import json
 
-from bench.report import peer_points, peer_ratios, peer_results, peer_resume_rows, resume_sentence
-from bench.report.capture import load_socketio_capture
+from bench.report import (
+    load_socketio_capture,
+    peer_points,
+    peer_ratios,
+    peer_results,
+    peer_resume_rows,
+    resume_sentence,
+)
 
 # The peers run: LAB_PEERS_RUN if set, else results/peers, else the main run if it measured peers.
 if os.environ.get("LAB_PEERS_RUN"):

@@ -7,7 +7,7 @@ Report layer of the benchmark. It reads raw files and never runs anything: it im
 nothing else of the benchmark (no agent, link emulator or runner). The notebook imports this package only.
 """
 
-from .capture import Capture, Frame, HttpMessage, load_capture
+from .capture import Capture, Frame, HttpMessage, SocketIOCapture, load_capture, load_socketio_capture
 from .charts import percentile_spectrum
 from .kaazing import PAPER_CLIENTS, MeasuredRow, PaperRow, measured_table, paper_table
 from .load import load_run
@@ -63,6 +63,7 @@ __all__ = [
     "Point",
     "RatioRow",
     "Series",
+    "SocketIOCapture",
     "TargetRow",
     "TransitRow",
     "by_series",
@@ -75,6 +76,7 @@ __all__ = [
     "idle_rows",
     "load_capture",
     "load_run",
+    "load_socketio_capture",
     "longpoll_batching",
     "loss_totals",
     "markdown_table",
