@@ -48,8 +48,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.agents import nchan
 from bench.agents.http import BarePoller
 from bench.agents.meter import WireMeter
+from bench.agents.socketio import SocketIOSubscriber
+from bench.agents.sse import LeanSSESubscriber
 from bench.agents.websocket import LeanWebSocketSubscriber
 from bench.contract.payload import decode_payload
 from bench.process import commands, say
@@ -182,8 +185,6 @@ def _make_subscriber(
     if config.transport in ("websocket", "floor"):  # the floor speaks the same WebSocket to the same client
         return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)
     if config.transport == "sse":
-        from bench.agents.sse import LeanSSESubscriber
-
         return LeanSSESubscriber(config.url, channel, meter=meter, on_event=on_event)
     raise ValueError(f"unknown transport {config.transport!r}")
 
@@ -195,17 +196,13 @@ def _peer_subscriber(
     phase: float,
     meter: WireMeter | None,
 ) -> Subscriber:
-    """A subscriber speaking a peer's protocol (``peers/``): its adapter, imported only when a run needs it."""
+    """A subscriber speaking a peer's protocol (``peers/``): its adapter (the ``websockets`` peer speaks the lab's)."""
     if config.server == "websockets" and config.transport == "websocket":
         return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)  # the lab's protocol
     if config.server == "flask_socketio" and config.transport in ("longpoll", "websocket"):
-        from bench.agents.socketio import SocketIOSubscriber
-
         mode = "polling" if config.transport == "longpoll" else "upgrade" if config.upgrade else "websocket"
         return SocketIOSubscriber(config.url, channel, mode=mode, meter=meter, on_event=on_event)
     if config.server == "nchan":
-        import bench.agents.nchan as nchan
-
         if config.transport == "longpoll":
             return nchan.NchanLongPollSubscriber(
                 config.url, channel, timeout=config.poll_timeout_s, meter=meter, on_event=on_event
@@ -222,6 +219,12 @@ def _peer_subscriber(
 
 
 def _connected(sub: Subscriber) -> bool:
+    """Whether ``sub`` is subscribed: events published from now on reach it."""
+    if isinstance(sub, SocketIOSubscriber):
+        # In its room once the CONNECT ack came back. Over polling or the upgrade, a request or a connection is not
+        # yet the room: events emitted before the ack never reach the session (a first peers run counted them
+        # missing in Socket.IO's polling scenarios).
+        return sub.connected
     if sub.transport in ("longpoll", "polling"):
         # A held long poll has not been answered yet: the server's /stats says when it is held (the runner checks).
         return sub.transport == "longpoll" or sub.stats.requests > 0

@@ -177,7 +177,9 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             if not fleet.expect("ready", READY_TIMEOUT_S)["ready"]:
                 raise RunError("a fleet process did not connect every subscriber")
         mark("fleet ready")
-        # The lab's /stats says when every connection is held; a peer has none, and its warm-up is the settling.
+        # The lab's /stats says when every connection is held. A peer has none: its fleet's ready is the subscription
+        # itself (a Socket.IO session in its room; an open WebSocket or stream; Nchan's long poll starts at its
+        # buffer's oldest message, so a poll not yet held loses nothing).
         held = {"longpoll": "every long poll to be held", "websocket": "every WebSocket to be open"}
         held["sse"] = "every SSE stream to be open"
         if server.peer is None and transport in held:

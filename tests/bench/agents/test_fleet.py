@@ -226,3 +226,16 @@ def test_a_fleet_process_counts_every_event_exactly(tmp_path: Path, runtime: str
         assert (merged["stats"]["connections"], merged["stats"]["frames"], merged["stats"]["requests"]) == (3, 45, 0)
     else:
         assert merged["stats"]["requests"] > 0 and merged["stats"]["frames"] == 0
+
+
+@pytest.mark.parametrize("mode", ["polling", "websocket", "upgrade"])
+def test_a_socketio_subscriber_is_ready_only_once_in_its_room(mode: str) -> None:
+    """A polling request or an open connection is not yet the room: events emitted before the ack are never seen."""
+    from bench.agents.fleet import _connected
+    from bench.agents.socketio import SocketIOSubscriber
+
+    sub = SocketIOSubscriber("http://127.0.0.1:9", "c", mode=mode)
+    sub.stats.connections = sub.stats.requests = 1  # what made the fleet call it ready before the CONNECT ack
+    assert not _connected(sub)
+    sub.connected = True
+    assert _connected(sub)
