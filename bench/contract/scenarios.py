@@ -218,6 +218,10 @@ class Scenario:
     """The server under test: ``lab`` (this lab's Flask server) or a peer (``peers/<server>/``, docs/peers.md).
     A peer runs with ``runtime`` where it has one (Flask-SocketIO: ``gevent``, or ``werkzeug`` for its
     ``threading`` mode) and delivers the published payload itself, numbered by the publisher."""
+    fast_path: bool = _spec({"type": "boolean"}, old=False)
+    """The lab's server only: the hot routes (poll, publish) answered by WSGI middleware before Flask's routing
+    (``--fast-path on``, docs/performance.md) instead of by the Flask routes, so the report can show what the
+    framework costs per event."""
     tcp_nodelay: bool = _spec({"type": "boolean"}, old=True)
     """Flask-SocketIO on gevent only: ``TCP_NODELAY`` on its listening socket (``socketio.run`` sets none)."""
     upgrade: bool = _spec({"type": "boolean"}, old=False)

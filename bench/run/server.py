@@ -108,6 +108,8 @@ def server_args(scenario: Scenario, port: int, history: int) -> list[str]:
     ]  # fmt: skip
     # Always stated: the server's own default (pings every 25 s) must not decide what a scenario measures.
     args += ["--ws-ping-interval", str(scenario.ws_ping_s or 0)]
+    if scenario.fast_path:  # stated only when on: the Flask routes are the server's default
+        args += ["--fast-path", "on"]
     return args
 
 
