@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
         "--ws-compression", choices=("on", "off"), help="allow permessage-deflate (LAB_WS_COMPRESSION, default off)"
     )
     p.add_argument(
+        "--fast-path",
+        choices=("on", "off"),
+        help="answer polls and publishes before Flask's routing (LAB_FAST_PATH, default off; docs/performance.md)",
+    )
+    p.add_argument(
         "--history-bytes", type=int, help="largest history per channel, bytes (LAB_HISTORY_BYTES, default 8 MiB)"
     )
     p.add_argument(
@@ -102,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
             ws_ping_interval=a.ws_ping_interval,
             ws_max_message=a.ws_max_message,
             ws_compression=None if a.ws_compression is None else a.ws_compression == "on",
+            fast_path=None if a.fast_path is None else a.fast_path == "on",
             history_bytes=a.history_bytes,
             history_total_bytes=a.history_total_bytes,
             channel_ttl=a.channel_ttl,

@@ -24,8 +24,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Response
-
 from .config import Config
 from .errors import ApiError
 
@@ -56,15 +54,12 @@ class AtCapacity(ApiError):
     """``503 at_capacity``: the transport's limit is reached; try again after ``Retry-After``."""
 
     def __init__(self, transport: str, limit: int) -> None:
-        super().__init__(503, "at_capacity", f"{transport} is at its limit of {limit} connections; retry later")
-
-    def response(self) -> Response:
-        resp = super().response()
-        resp.headers["Retry-After"] = str(RETRY_AFTER)
         # The refused connection must not linger as an idle keep-alive: it
         # would hold the very greenlet or thread the refusal frees.
-        resp.headers["Connection"] = "close"
-        return resp
+        headers = {"Retry-After": str(RETRY_AFTER), "Connection": "close"}
+        super().__init__(
+            503, "at_capacity", f"{transport} is at its limit of {limit} connections; retry later", headers
+        )
 
 
 class Gate:

@@ -77,6 +77,9 @@ class Config:
     """Most open WebSockets; ``None``: ``max_connections``."""
     header_timeout: float = 10.0
     """Seconds a client has to send a request's headers (gunicorn runtimes)."""
+    fast_path: bool = False
+    """Answer ``GET /channels/<c>/poll`` and ``POST /channels/<c>/events`` by WSGI middleware before Flask's
+    routing (server/fastpath.py, docs/performance.md); off: the Flask routes answer everything."""
     sse_heartbeat: float = 15.0
     """Seconds an SSE stream may stay silent before the server writes a heartbeat comment (keeps proxies from
     closing it, and finds a client that has left)."""
@@ -150,7 +153,7 @@ def _convert(name: str, raw: str) -> Any:
             return None if raw.strip().lower() in _OFF else float(raw)
         if name in _OPTIONAL_INTS:
             return None if raw.strip().lower() in {"", "auto"} else int(raw)
-        if name == "ws_compression":
+        if name in ("ws_compression", "fast_path"):
             return _bool(raw)
     except ValueError as exc:
         raise ValueError(f"LAB_{name.upper()}: {exc}") from None

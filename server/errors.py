@@ -10,10 +10,12 @@ connection reset.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Response, has_request_context, jsonify, request
+from flask import Response, has_request_context, request
+from werkzeug.http import HTTP_STATUS_CODES
 
 __all__ = [
     "BODY_READ",
@@ -26,7 +28,9 @@ __all__ = [
     "ApiError",
     "TooLarge",
     "drain_body",
+    "json_body",
     "read_body",
+    "status_line",
 ]
 
 CLOSE_GOING_AWAY = 1001
@@ -43,6 +47,19 @@ BODY_READ = "lab.body_read"
 """WSGI environ key set once the body is consumed (read or drained): nothing is left to drain."""
 
 
+def json_body(value: Mapping[str, Any]) -> bytes:
+    """``value`` as the bytes Flask's ``jsonify`` writes: compact, keys sorted, ASCII, a final newline.
+
+    One encoder for the Flask routes and the fast path (server/fastpath.py), so both answer the same bytes.
+    """
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode() + b"\n"
+
+
+def status_line(status: int) -> str:
+    """The WSGI status string Werkzeug's ``Response`` gives ``status`` (``201 CREATED``)."""
+    return f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}"
+
+
 class ApiError(Exception):
     """A refused request: HTTP ``status``, a stable ``error`` code, a ``detail``, maybe extra headers."""
 
@@ -53,15 +70,27 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
 
+    def body(self) -> bytes:
+        """The JSON body: ``{"detail": ..., "error": ...}``."""
+        return json_body({"error": self.error, "detail": self.detail})
+
+    def answer(self, environ: dict[str, Any] | None) -> tuple[bytes, list[tuple[str, str]]]:
+        """Body and headers of the refusal, once the request's unread body is drained (see :func:`drain_body`).
+
+        Request-independent (``environ`` is the WSGI one, ``None`` outside a request): the Flask error
+        handler and the fast path both answer with it.
+        """
+        body = self.body()
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Cache-Control": "no-store"}
+        headers.update(self.headers)
+        if environ is not None and not drain_body(environ):
+            headers["Connection"] = "close"
+        return body, list(headers.items())
+
     def response(self) -> Response:
-        """The JSON answer, once the refused request's unread body is drained (see :func:`drain_body`)."""
-        resp = jsonify(error=self.error, detail=self.detail)
-        resp.status_code = self.status
-        resp.headers["Cache-Control"] = "no-store"
-        resp.headers.update(self.headers)
-        if has_request_context() and not drain_body(request.environ):
-            resp.headers["Connection"] = "close"
-        return resp
+        """The JSON answer as a Flask response (:meth:`answer`)."""
+        body, headers = self.answer(request.environ if has_request_context() else None)
+        return Response(body, self.status, headers=headers)
 
 
 class TooLarge(ApiError):

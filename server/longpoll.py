@@ -3,22 +3,36 @@
 Long polling is a technique on top of plain HTTP: the server holds the
 request until the channel has news (or the hold times out), answers, and the
 client asks again with its new cursor. Everything about cursors lives in the
-bus core; this module only parses the query and writes the JSON.
+bus core; this module only parses the query and writes the JSON. Publishing
+over HTTP, the other half, is here too (:func:`publish_answer`). The cores
+(:func:`poll_answer`, :func:`publish_answer`) take a WSGI environ, not
+Flask's request: the Flask routes call them, and so does the fast path
+(server/fastpath.py), so both answer the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from flask import Response, request
 
-from .bus import Batch, Bus, BusClosed
+from .bus import Batch, Bus, BusClosed, InvalidPayload, parse_payload
 from .capacity import client_gone
 from .config import Config
-from .errors import ApiError
+from .errors import ApiError, json_body, read_body
 from .stats import Stats
 
-__all__ = ["MAX_CURSOR", "encode_batch", "handle_poll", "parse_cursor", "parse_timeout"]
+__all__ = [
+    "MAX_CURSOR",
+    "POLL_HEADERS",
+    "encode_batch",
+    "handle_poll",
+    "parse_cursor",
+    "parse_timeout",
+    "poll_answer",
+    "publish_answer",
+]
 
 
 MAX_CURSOR = 2**63 - 1
@@ -74,17 +88,48 @@ def encode_batch(channel: str, batch: Batch) -> bytes:
     return b"".join((head, b",".join(e.wire for e in batch.events), b"],", tail[1:]))
 
 
-def handle_poll(bus: Bus, stats: Stats, config: Config, channel: str) -> Response:
-    """Serve ``GET /channels/<channel>/poll`` (docs/protocol.md, "Long polling")."""
-    after = parse_cursor(request.args.get("after"))
-    timeout = parse_timeout(request.args.get("timeout"), config)
+def poll_answer(
+    bus: Bus, stats: Stats, config: Config, channel: str, after: int, timeout: float, environ: dict[str, Any]
+) -> bytes:
+    """Hold a poll until the channel has news or ``timeout`` passes; the answer's body, counted in ``stats``.
+
+    Request-independent (``environ`` is the WSGI one, for :func:`~server.capacity.client_gone`): the Flask
+    route and the fast path (server/fastpath.py) both call it. ``503 shutting_down`` if the bus closes.
+    """
     stats.connect("longpoll")
     try:
-        batch = bus.wait(channel, after, config.max_batch, timeout, gone=client_gone(request.environ))
+        batch = bus.wait(channel, after, config.max_batch, timeout, gone=client_gone(environ))
     except BusClosed:
         raise ApiError(503, "shutting_down", "the server is stopping; poll again") from None
     finally:
         stats.connect("longpoll", -1)
     body = encode_batch(channel, batch)
     stats.answered("longpoll", len(batch.events), len(body))
-    return Response(body, 200, mimetype="application/json", headers={"Cache-Control": "no-store"})
+    return body
+
+
+POLL_HEADERS = (("Cache-Control", "no-store"), ("Content-Type", "application/json"))
+"""A poll answer's own headers, in the order the Flask route writes them (then ``Content-Length``)."""
+
+
+def handle_poll(bus: Bus, stats: Stats, config: Config, channel: str) -> Response:
+    """Serve ``GET /channels/<channel>/poll`` (docs/protocol.md, "Long polling")."""
+    after = parse_cursor(request.args.get("after"))
+    timeout = parse_timeout(request.args.get("timeout"), config)
+    body = poll_answer(bus, stats, config, channel, after, timeout, request.environ)
+    return Response(body, 200, headers=list(POLL_HEADERS))
+
+
+def publish_answer(bus: Bus, stats: Stats, config: Config, channel: str, environ: dict[str, Any]) -> bytes:
+    """Publish the request's body to ``channel``; the ``201`` answer's body (``channel``, ``seq``, ``ts``).
+
+    The other half of long polling over plain HTTP (``POST /channels/<channel>/events``), request-independent
+    like :func:`poll_answer`: ``413`` above ``max_body``, ``400`` for a body that is not one JSON value.
+    """
+    try:
+        data = parse_payload(read_body(environ, config.max_body))
+    except InvalidPayload as exc:
+        raise ApiError(400, exc.error, str(exc)) from None
+    event = bus.publish(channel, data)
+    stats.published(via_http=True)
+    return json_body({"channel": channel, "seq": event.seq, "ts": event.ts})

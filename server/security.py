@@ -47,14 +47,18 @@ from .config import Config
 from .errors import ApiError
 
 __all__ = [
+    "ANSWER_HEADERS",
     "CLOSE_FORBIDDEN",
     "LOOPBACK_HOSTS",
+    "UNAUTHORIZED_HEADER",
     "Policy",
     "PublishForbidden",
     "ReadOnlyBus",
+    "cors_grant",
     "csp_for",
     "install",
     "is_loopback",
+    "presented_tokens",
 ]
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -168,14 +172,27 @@ class Policy:
         return any(hmac.compare_digest(expected.encode(), p.encode()) for p in presented if p)
 
 
-def _presented_tokens() -> list[str]:
-    """Tokens of this request: ``Authorization: Bearer <t>`` and ``?token=<t>``."""
+def presented_tokens(authorization: str, query_tokens: Iterable[str]) -> list[str]:
+    """Tokens a request presents: ``Authorization: Bearer <t>`` and every ``?token=<t>``."""
     tokens = []
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer":
         tokens.append(value.strip())
-    tokens.extend(request.args.getlist("token"))
+    tokens.extend(query_tokens)
     return tokens
+
+
+def cors_grant(policy: Policy, origin: str | None, host: str) -> list[tuple[str, str]]:
+    """The CORS headers an answer carries: the grant to an allowed ``Origin``, nothing without one."""
+    if origin is not None and policy.origin_allowed(origin, host):
+        return [("Access-Control-Allow-Origin", origin), ("Access-Control-Expose-Headers", "Retry-After")]
+    return []
+
+
+ANSWER_HEADERS = (("Vary", "Origin"), ("X-Content-Type-Options", "nosniff"))
+"""What every answer carries after its own headers and the CORS grant."""
+UNAUTHORIZED_HEADER = ("WWW-Authenticate", 'Bearer realm="lab"')
+"""Added to every ``401``."""
 
 
 def csp_for(host_header: str) -> str:
@@ -213,7 +230,7 @@ def install(app: Flask, config: Config) -> Policy:
             resp.headers["Access-Control-Max-Age"] = "600"
             return resp
         endpoint = request.endpoint
-        tokens = _presented_tokens()
+        tokens = presented_tokens(request.headers.get("Authorization", ""), request.args.getlist("token"))
         may_publish = policy.token_matches(policy.publish_token, tokens)
         request.environ[MAY_PUBLISH] = may_publish
         if endpoint == PUBLISH_ENDPOINT:
@@ -230,17 +247,15 @@ def install(app: Flask, config: Config) -> Policy:
 
     @app.after_request
     def cors_and_headers(resp: Response) -> Response:
-        origin = request.headers.get("Origin")
-        if origin is not None and policy.origin_allowed(origin, request.host):
-            resp.headers["Access-Control-Allow-Origin"] = origin
-            resp.headers["Access-Control-Expose-Headers"] = "Retry-After"
+        for name, value in cors_grant(policy, request.headers.get("Origin"), request.host):
+            resp.headers[name] = value
         resp.vary.add("Origin")
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault(*ANSWER_HEADERS[1])
         if request.endpoint == "demo_page":
             resp.headers["Content-Security-Policy"] = csp_for(request.host)
             resp.headers["Referrer-Policy"] = "no-referrer"
         if resp.status_code == 401:
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="lab"'
+            resp.headers[UNAUTHORIZED_HEADER[0]] = UNAUTHORIZED_HEADER[1]
         return resp
 
     return policy

@@ -65,6 +65,7 @@ def test_every_variable_is_read() -> None:
         "LAB_HEADER_TIMEOUT": "3",
         "LAB_WS_WRITE_TIMEOUT": "4.5",
         "LAB_SSE_HEARTBEAT": "0.5",
+        "LAB_FAST_PATH": "on",
         "UNRELATED": "x",
     }
     config = Config.from_env(env)
@@ -93,6 +94,7 @@ def test_every_variable_is_read() -> None:
         header_timeout=3.0,
         ws_write_timeout=4.5,
         sse_heartbeat=0.5,
+        fast_path=True,
     )
     # One variable per field, no field without one.
     assert {"LAB_" + f.name.upper() for f in fields(Config)} == {k for k in env if k.startswith("LAB_")}
@@ -104,6 +106,7 @@ def test_every_variable_is_read() -> None:
 )
 def test_ws_compression_booleans(raw: str, expected: bool) -> None:
     assert Config.from_env({"LAB_WS_COMPRESSION": raw}).ws_compression is expected
+    assert Config.from_env({"LAB_FAST_PATH": raw}).fast_path is expected
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", None), ("0", None), ("none", None), ("OFF", None), ("2", 2.0)])

@@ -34,13 +34,14 @@ def test_help_lists_the_fixed_flags() -> None:
         "--ws-ping-interval",
         "--ws-max-message",
         "--ws-compression",
+        "--fast-path",
     ):
         assert flag in out.stdout
     assert "{werkzeug,gthread,gevent}" in out.stdout
 
 
 def test_no_flags_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LAB_BUS", "LAB_HISTORY", "LAB_WS_COMPRESSION"):
+    for name in ("LAB_BUS", "LAB_HISTORY", "LAB_WS_COMPRESSION", "LAB_FAST_PATH"):
         monkeypatch.delenv(name, raising=False)
     config, options = parse_args([])
     assert config == Config.from_env()
@@ -51,6 +52,7 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("LAB_HISTORY", "50")
     monkeypatch.setenv("LAB_MAX_BATCH", "9")
     monkeypatch.setenv("LAB_WS_COMPRESSION", "1")
+    monkeypatch.setenv("LAB_FAST_PATH", "off")
     config, options = parse_args(
         [
             "--runtime",
@@ -73,6 +75,8 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
             "512",
             "--ws-compression",
             "off",
+            "--fast-path",
+            "on",
             "--allow-no-token",
         ]
     )
@@ -80,6 +84,7 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert (config.history, config.max_batch) == (70, 9)  # flag wins; env kept where no flag
     assert (config.poll_timeout, config.ws_ping_interval, config.ws_max_message) == (4.0, 20.0, 512)
     assert config.ws_compression is False
+    assert config.fast_path is True
 
 
 def test_workers_with_a_redis_bus_are_accepted() -> None:
@@ -100,6 +105,7 @@ def test_workers_with_a_redis_bus_are_accepted() -> None:
         (["--history", "0"], "LAB_HISTORY"),
         (["--poll-timeout", "45"], "LAB_POLL_TIMEOUT"),
         (["--ws-compression", "maybe"], "invalid choice"),
+        (["--fast-path", "yes"], "invalid choice"),
     ],
 )
 def test_bad_flags_are_refused(
