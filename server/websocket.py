@@ -9,7 +9,7 @@ then drains client messages and delivers the bus's next batch.
 **One writer per connection.** Three parties write to a WebSocket's socket:
 the session loop (catch-up batches, acks, pongs to application pings, its
 close frame), the publisher's thread or greenlet (the fast path of
-:meth:`WebSocketSession.offer`) and simple-websocket's reader (the 101
+:meth:`WebSocketSession.broadcast`) and simple-websocket's reader (the 101
 answer, pongs to the client's pings, the server's own pings, the answer to a
 close). Every byte of each goes through one :class:`_Writer` per connection,
 under one lock, which first finishes any frame a fast-path write left half
@@ -17,9 +17,9 @@ sent: frames never interleave, on any runtime. (simple-websocket writes with
 a bare ``sock.send`` from its reader; the lab gives it the writer as its
 socket.)
 
-With compression off (the default), each event is framed as it is written: a
-2 to 10 byte RFC 6455 header (:func:`frame_header`) sent with the event's
-stored bytes in one ``sendmsg``, so the payload is never copied. With
+With compression off (the default), each event is framed once per publish: a
+2 to 10 byte RFC 6455 header (:func:`frame_header`) and the event's stored
+bytes, one ``send`` of that frame per subscriber. With
 permessage-deflate negotiated, frames go through wsproto, which compresses
 per connection.
 """
@@ -36,7 +36,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -128,8 +128,12 @@ class _Writer:
         client has stopped reading (a slow consumer) and the connection is aborted; the client resumes from its
         cursor and loses nothing."""
         self.raw: socket.socket = getattr(sock, "_sock", sock)
-        """The OS socket under it: ``send``/``sendmsg`` with ``MSG_DONTWAIT`` never block nor yield."""
+        """The OS socket under it: ``send`` with ``MSG_DONTWAIT`` never block nor yield."""
         self.lock = threading.Lock()
+        self.cooperative = type(self.lock).__module__.startswith("gevent")
+        """Whether the lock is gevent's (the gevent runtime patched :mod:`threading`): every writer is then a
+        greenlet of one OS thread, and code that does not yield runs alone, so the fast path needs only to see
+        the lock free (:meth:`~WebSocketSession.broadcast`), not to take it."""
         self.pending = b""
         """Unsent tail of a frame; written before anything else. Guarded by :attr:`lock`."""
 
@@ -186,18 +190,20 @@ class _Writer:
             self.lock.release()
         return len(data)
 
-    def try_send(self, header: bytes, payload: bytes) -> bool:
-        """The fast path: write a frame without blocking; the caller holds :attr:`lock` and nothing is pending.
+    def push(self, frame: bytes) -> bool:
+        """The fast path: write a frame without blocking; the writer is the caller's alone and nothing is pending.
 
+        One ``send`` on the OS socket, which neither blocks nor yields.
         ``True``: all written. ``False``: partly written or not at all (the
         socket is full): the rest is :attr:`pending`, for the session loop.
+        Other errors (the peer went away) propagate, nothing written.
         """
         try:
-            sent = self.raw.sendmsg((header, payload), (), socket.MSG_DONTWAIT)
+            sent = self.raw.send(frame, socket.MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
-        if sent < len(header) + len(payload):
-            self.pending = (header + payload)[sent:]
+        if sent < len(frame):
+            self.pending = frame[sent:]
             return False
         return True
 
@@ -395,10 +401,11 @@ class WebSocketSession:
     Two paths deliver events, both under the connection's writer lock and
     both advancing ``cursor``, so an event is sent once whichever path gets it:
 
-    - the fast path, :meth:`offer`, runs in the publisher's thread or greenlet
-      when the bus has a new event: if this connection is exactly one event
-      behind and its socket takes the frame without blocking, the event is
-      written there and then (a partial write leaves the rest pending);
+    - the fast path, :meth:`broadcast`, runs in the publisher's thread or
+      greenlet when the bus has a new event, once for all the channel's
+      sessions: if a connection is exactly one event behind and its socket
+      takes the frame without blocking, the event is written there and then
+      (a partial write leaves the rest pending);
     - the session loop, :meth:`run`, woken by :meth:`set` for anything else
       (catching up, a pending tail, client messages, the peer closing).
     """
@@ -432,26 +439,53 @@ class WebSocketSession:
         """Waiter protocol: wake the session loop."""
         self._wake.set()
 
-    def offer(self, event: Event) -> bool:
-        """Waiter protocol: try to send ``event`` now; false means "wake me"."""
-        if self.compressed or event.seq != self.cursor + 1 or not self.ws.connected:
-            return False
-        writer = self._writer
-        if not writer.lock.acquire(blocking=False):
-            return False
-        try:
-            if event.seq != self.cursor + 1 or writer.pending:
-                return False
+    @staticmethod
+    def broadcast(sessions: Sequence[WebSocketSession], event: Event) -> list[WebSocketSession]:
+        """Waiter protocol (:data:`server.bus.base.Broadcast`): send ``event`` now where it can go; those to wake.
+
+        The frame is built once for all ``sessions`` (a 2 to 10 byte header
+        and the event's wire bytes: one copy per event, not one per
+        subscriber), then written with one non-blocking ``send`` to each
+        session exactly one event behind whose writer is free: under gevent
+        free means unlocked (nothing here yields, so no other greenlet can
+        take it meanwhile), on threads a non-blocking acquire. A session
+        left out (behind, busy, compressed, a partial write) is returned, and
+        its loop catches up from its cursor.
+        """
+        wire = event.wire
+        frame = frame_header(len(wire)) + wire
+        seq = event.seq
+        after = seq - 1
+        nbytes = len(wire)
+        wake: list[WebSocketSession] = []
+        for session in sessions:
+            writer = session._writer
+            if session.cursor != after or writer.pending or session.compressed or not session.ws.connected:
+                wake.append(session)
+                continue
+            lock = writer.lock
+            if writer.cooperative:
+                if lock.locked():
+                    wake.append(session)
+                    continue
+            elif not lock.acquire(blocking=False):
+                wake.append(session)
+                continue
             try:
-                done = writer.try_send(frame_header(len(event.wire)), event.wire)
+                if session.cursor != after or writer.pending:  # moved on between the check and the lock
+                    wake.append(session)
+                    continue
+                if not writer.push(frame):
+                    wake.append(session)  # the rest is pending: the loop sends it
+                session.cursor = seq
+                session.delivered += 1
+                session.bytes_sent += nbytes
             except OSError:
-                return False  # the loop will find the connection closed
-            self.cursor = event.seq
-            self.delivered += 1
-            self.bytes_sent += len(event.wire)
-            return done
-        finally:
-            writer.lock.release()
+                wake.append(session)  # the loop will find the connection closed
+            finally:
+                if not writer.cooperative:
+                    lock.release()
+        return wake
 
     def run(self) -> None:
         """Serve until the client leaves, breaks the rules, or the bus closes."""

@@ -17,12 +17,12 @@ import abc
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 from .core import Batch, Event
 
-__all__ = ["GONE_CHECK", "Bus", "BusClosed", "BusUnavailable", "Waiter", "WaiterSet", "notify"]
+__all__ = ["GONE_CHECK", "Broadcast", "Bus", "BusClosed", "BusUnavailable", "Fanout", "Waiter", "WaiterSet", "notify"]
 
 GONE_CHECK = 1.0
 """Seconds between two checks that a held request's client is still there (:meth:`Bus.wait`)."""
@@ -31,22 +31,65 @@ GONE_CHECK = 1.0
 class Waiter(Protocol):
     """Anything a bus can wake: a :class:`threading.Event` fits.
 
-    A waiter may also offer ``offer(event) -> bool``: the bus calls it first,
-    in the publisher's thread, and skips ``set()`` when it returns true. The
-    WebSocket session uses it to write an event's frame straight to its socket
-    when it can do so without blocking (as ``websockets.broadcast`` does),
-    saving a thread or greenlet wake-up per subscriber per event.
+    A waiter's class may also offer ``broadcast(waiters, event)`` (see
+    :data:`Broadcast`): the bus calls it once per publish with all of that
+    class's waiters of the channel, in the publisher's thread, and calls
+    ``set()`` only on those it returns. The WebSocket session uses it to
+    frame an event once and write it straight to every socket that takes it
+    without blocking (as ``websockets.broadcast`` does), saving a thread or
+    greenlet wake-up per subscriber per event.
     """
 
     def set(self) -> None: ...
 
 
-def notify(waiters: Iterable[Waiter], event: Event | None) -> None:
-    """Wake ``waiters`` about ``event`` (``None``: something changed, go read)."""
-    for waiter in waiters:
-        offer = getattr(waiter, "offer", None) if event is not None else None
-        if offer is None or not offer(event):
+Broadcast = Callable[[Sequence[Any], Event], Iterable[Waiter]]
+"""A waiter class's ``broadcast(waiters, event)``: deliver ``event`` to each if it can; return those still to wake."""
+
+
+class Fanout:
+    """One channel's waiters, grouped for a publish: the plain ones, and each class's :data:`Broadcast` with its own.
+
+    Built once per change of the channel's waiters (:meth:`WaiterSet.fanout`),
+    not once per publish: a publish pays one loop per class, not a lookup
+    per waiter.
+    """
+
+    __slots__ = ("broadcasts", "plain")
+
+    def __init__(self, waiters: Iterable[Waiter]) -> None:
+        plain: list[Waiter] = []
+        groups: dict[Broadcast, list[Waiter]] = {}
+        for waiter in waiters:
+            broadcast: Broadcast | None = getattr(type(waiter), "broadcast", None)
+            if broadcast is None:
+                plain.append(waiter)
+            else:
+                groups.setdefault(broadcast, []).append(waiter)
+        self.plain = tuple(plain)
+        """Waiters woken with ``set()``."""
+        self.broadcasts = tuple((broadcast, tuple(group)) for broadcast, group in groups.items())
+        """``(broadcast, its waiters)`` per class that has one."""
+
+    def __len__(self) -> int:
+        return len(self.plain) + sum(len(group) for _, group in self.broadcasts)
+
+    def notify(self, event: Event | None) -> None:
+        """Offer ``event`` to the broadcasting waiters, then wake the rest (``None``: wake all, go read)."""
+        for waiter in self.plain:
             waiter.set()
+        for broadcast, group in self.broadcasts:
+            if event is None:
+                for waiter in group:
+                    waiter.set()
+            else:
+                for waiter in broadcast(group, event):
+                    waiter.set()
+
+
+def notify(waiters: Iterable[Waiter] | Fanout, event: Event | None) -> None:
+    """Wake ``waiters`` about ``event`` (``None``: something changed, go read)."""
+    (waiters if isinstance(waiters, Fanout) else Fanout(waiters)).notify(event)
 
 
 class BusClosed(RuntimeError):
@@ -65,16 +108,27 @@ class WaiterSet:
 
     def __init__(self) -> None:
         self._by_channel: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._fanouts: dict[str, Fanout] = {}
+        """Channel -> its waiters grouped for a publish; dropped when they change, rebuilt by the next publish."""
 
     def add(self, channel: str, waiter: Waiter) -> None:
         self._by_channel[channel].add(waiter)
+        self._fanouts.pop(channel, None)
 
     def discard(self, channel: str, waiter: Waiter) -> None:
         waiters = self._by_channel.get(channel)
         if waiters is not None:
             waiters.discard(waiter)
+            self._fanouts.pop(channel, None)
             if not waiters:
                 del self._by_channel[channel]
+
+    def fanout(self, channel: str) -> Fanout:
+        """One channel's waiters, grouped, to wake outside the lock (the same object until they change)."""
+        fanout = self._fanouts.get(channel)
+        if fanout is None:
+            fanout = self._fanouts[channel] = Fanout(self._by_channel.get(channel, ()))
+        return fanout
 
     def of(self, channel: str) -> tuple[Waiter, ...]:
         """A snapshot of one channel's waiters, to wake outside the lock."""
@@ -121,8 +175,8 @@ class Bus(abc.ABC):
     def _wake(self, channel: str, event: Event | None = None) -> None:
         """Wake the waiters of ``channel``, offering them ``event`` if known."""
         with self._lock:
-            waiters = self._waiters.of(channel)
-        notify(waiters, event)
+            fanout = self._waiters.fanout(channel)
+        fanout.notify(event)
 
     def wait(
         self, channel: str, after: int, limit: int, timeout: float, gone: Callable[[], bool] | None = None

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from .base import Bus, notify
+from .base import Bus
 from .core import Batch, ChannelLog, Event
 
 __all__ = ["TOMBSTONE_LIFETIMES", "MemoryBus"]
@@ -109,8 +109,8 @@ class MemoryBus(Bus):
             if self.total_bytes is not None:
                 while self._bytes > self.total_bytes and len(self._published_at) > 1:
                     self._bury(next(iter(self._published_at)), now)
-            waiters = self._waiters.of(channel)
-        notify(waiters, event)
+            fanout = self._waiters.fanout(channel)
+        fanout.notify(event)
         return event
 
     def read(self, channel: str, after: int, limit: int) -> Batch:
