@@ -7,11 +7,12 @@ behaviour over Redis is covered by test_bus_contract.py.
 from __future__ import annotations
 
 import threading
+from typing import ClassVar
 
 import pytest
 
 from server.bus import BusClosed, MemoryBus
-from server.bus.base import WaiterSet
+from server.bus.base import WaiterSet, notify
 from tests.support import UNIT, wait_until
 
 
@@ -58,6 +59,74 @@ def test_waiter_set_groups_by_channel():
     assert ws.of("a") == ()
     assert "a" not in ws._by_channel  # empty channels are dropped, not leaked
     assert ws.everyone() == (b1,)
+
+
+class Broadcaster:
+    """A waiter whose class broadcasts: takes the events of even ids, leaves the others to be woken."""
+
+    calls: ClassVar[list[tuple[tuple[int, ...], int]]] = []
+    """(the ids of one broadcast call's waiters, the event's seq), per call, for every instance."""
+
+    def __init__(self, ident):
+        self.ident = ident
+        self.woken = 0
+
+    def set(self):
+        self.woken += 1
+
+    @staticmethod
+    def broadcast(waiters, event):
+        Broadcaster.calls.append((tuple(sorted(w.ident for w in waiters)), event.seq))
+        return [w for w in waiters if w.ident % 2]
+
+
+@pytest.fixture
+def broadcasters():
+    Broadcaster.calls = []
+    return [Broadcaster(i) for i in range(4)]
+
+
+def test_a_publish_calls_a_class_broadcast_once_and_wakes_only_what_it_returns(broadcasters):
+    bus = MemoryBus()
+    plain = threading.Event()
+    for waiter in [*broadcasters, plain]:
+        bus.watch("c", waiter)
+    bus.watch("other", Broadcaster(9))
+    bus.publish("c", b"1")
+    assert Broadcaster.calls == [((0, 1, 2, 3), 1)]  # one call with the channel's four, not one per waiter
+    assert [w.woken for w in broadcasters] == [0, 1, 0, 1]
+    assert plain.is_set()
+
+
+def test_a_wake_without_an_event_sets_every_waiter_without_broadcasting(broadcasters):
+    ws = WaiterSet()
+    for waiter in broadcasters:
+        ws.add("c", waiter)
+    notify(ws.fanout("c"), None)
+    notify(broadcasters, None)  # a bare iterable works too
+    assert Broadcaster.calls == []
+    assert [w.woken for w in broadcasters] == [2, 2, 2, 2]
+
+
+def test_the_fanout_is_kept_until_the_channel_waiters_change(broadcasters):
+    ws = WaiterSet()
+    a, b, c, _ = broadcasters
+    plain = threading.Event()
+    ws.add("c", a)
+    ws.add("c", plain)
+    first = ws.fanout("c")
+    assert ws.fanout("c") is first  # no regrouping per publish
+    assert first.plain == (plain,) and len(first) == 2
+    ws.add("c", b)
+    second = ws.fanout("c")
+    assert second is not first and len(second) == 3
+    ws.add("d", c)  # another channel's change keeps this one's
+    assert ws.fanout("c") is second
+    ws.discard("c", a)
+    third = ws.fanout("c")
+    assert third is not second
+    assert [set(group) for _, group in third.broadcasts] == [{b}]
+    assert len(ws.fanout("nobody")) == 0
 
 
 def test_wait_returns_at_once_with_news():

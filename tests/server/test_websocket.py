@@ -12,6 +12,9 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +26,9 @@ from wsproto.events import AcceptConnection, Request, TextMessage
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import FrameProtocol
 
-from server.websocket import frame_header
+from server.bus import Event, MemoryBus
+from server.stats import Stats
+from server.websocket import WebSocketSession, _Writer, frame_header
 from tests.support import UNIT, ServerProcess, WsClient, receive_json, run_server, ws_connect
 
 MAX_MESSAGE = 1000
@@ -348,3 +353,125 @@ def test_an_upgrade_wsproto_would_refuse_gets_a_json_4xx_not_a_500(
     assert "upgrade" not in resp.headers.get("connection", "").lower()
     if status == 426:
         assert resp.headers["sec-websocket-version"] == "13"
+
+
+# The fast path (WebSocketSession.broadcast), without a server: sessions over real socket pairs.
+
+
+class FakeWs:
+    """What a session reads of its LabWebSocket: ``connected``, ``event``, ``writer``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.connected = True
+        self.event = threading.Event()
+        self.writer = _Writer(sock)
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """Three (server end, client end) socket pairs, closed afterwards."""
+    made = [socket.socketpair() for _ in range(3)]
+    yield made
+    for a, b in made:
+        a.close()
+        b.close()
+
+
+def sessions_on(pairs: list[tuple[socket.socket, socket.socket]], after: int = 0) -> list[WebSocketSession]:
+    return [WebSocketSession(FakeWs(a), MemoryBus(), Stats(), "c", after, 10, False) for a, _ in pairs]  # type: ignore[arg-type]
+
+
+def received(sock: socket.socket) -> bytes:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def test_broadcast_writes_one_frame_per_session_and_counts_it(pairs: list[tuple[socket.socket, socket.socket]]) -> None:
+    sessions = sessions_on(pairs)
+    event = Event.create("c", 1, 5, b'{"i":1}')
+    assert WebSocketSession.broadcast(sessions, event) == []
+    for (_, client), session in zip(pairs, sessions, strict=True):
+        assert received(client) == frame_header(len(event.wire)) + event.wire
+        assert (session.cursor, session.delivered, session.bytes_sent) == (1, 1, len(event.wire))
+
+
+def test_broadcast_leaves_a_session_not_one_event_behind_to_its_loop(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    behind, ahead, ready = sessions_on(pairs)
+    behind.cursor, ahead.cursor, ready.cursor = 1, 3, 2
+    event = Event.create("c", 3, 5, b"3")
+    assert WebSocketSession.broadcast([behind, ahead, ready], event) == [behind, ahead]
+    assert [received(client) != b"" for _, client in pairs] == [False, False, True]
+    assert (behind.cursor, ahead.cursor, ready.cursor) == (1, 3, 3)
+    assert behind.delivered == ahead.delivered == 0
+
+
+@pytest.mark.parametrize("cooperative", [False, True], ids=["threads", "gevent"])
+def test_broadcast_skips_a_writer_someone_holds(
+    pairs: list[tuple[socket.socket, socket.socket]], cooperative: bool
+) -> None:
+    busy, free, _ = sessions_on(pairs)
+    for session in (busy, free):
+        session._writer.cooperative = cooperative
+    event = Event.create("c", 1, 5, b"1")
+    with busy._writer.lock:
+        assert WebSocketSession.broadcast([busy, free], event) == [busy]
+    assert not busy._writer.lock.locked() and not free._writer.lock.locked()  # nothing taken is left held
+    assert received(pairs[0][1]) == b""
+    assert received(pairs[1][1]) == frame_header(len(event.wire)) + event.wire
+    assert (busy.cursor, free.cursor) == (0, 1)
+
+
+def test_broadcast_leaves_pending_compressed_and_closed_sessions_to_their_loop(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    pending, compressed, closed = sessions_on(pairs)
+    pending._writer.pending = b"tail"
+    compressed.compressed = True
+    closed.ws.connected = False
+    event = Event.create("c", 1, 5, b"1")
+    assert WebSocketSession.broadcast([pending, compressed, closed], event) == [pending, compressed, closed]
+    assert [received(client) for _, client in pairs] == [b"", b"", b""]
+    assert pending._writer.pending == b"tail"  # its tail still goes first
+
+
+def test_broadcast_a_partial_write_leaves_the_rest_pending_and_wakes_the_loop() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        (session,) = sessions_on([(a, b)])
+        event = Event.create("c", 1, 5, b'"' + b"x" * 1_000_000 + b'"')
+        frame = frame_header(len(event.wire)) + event.wire
+        assert WebSocketSession.broadcast([session], event) == [session]
+        sent = len(frame) - len(session._writer.pending)
+        assert 0 <= sent < len(frame)
+        assert session._writer.pending == frame[sent:]
+        assert (session.cursor, session.delivered) == (1, 1)  # the event is the writer's now: sent once, not again
+
+
+def test_broadcast_a_peer_gone_is_left_to_the_loop_with_the_cursor_unmoved() -> None:
+    a, b = socket.socketpair()
+    b.close()
+    with a:
+        (session,) = sessions_on([(a, b)])
+        assert WebSocketSession.broadcast([session], Event.create("c", 1, 5, b"1")) == [session]
+        assert (session.cursor, session.delivered, session._writer.pending) == (0, 0, b"")
+
+
+def test_the_writer_checks_instead_of_locking_only_under_gevent() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        assert _Writer(a).cooperative is False
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import socket\n"
+        "from server.websocket import _Writer\n"
+        "a, b = socket.socketpair()\n"
+        "print(_Writer(a).cooperative)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30 * UNIT, check=True)
+    assert out.stdout.strip() == "True"
