@@ -254,7 +254,9 @@ async def _dropper(subs: list[Subscriber], every_s: float, rng: random.Random, s
     rng.shuffle(order)
     while not stop.is_set():
         for sub in order:
-            await asyncio.sleep(every_s / len(order))
+            # At a random moment of each slot, not on a fixed beat: a fixed beat locks the drops to the publisher's
+            # periodic ticks, and a drop that always falls just after an event loses nothing it would otherwise lose.
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * every_s / len(order))
             _drop(sub)
 
 
