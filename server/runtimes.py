@@ -19,10 +19,12 @@ requests in flight to finish writing (at most ``graceful_timeout``), then stops.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -225,6 +227,86 @@ class _MemoryBusGuard:
         self.forked += 1
 
 
+class _DateCache:
+    """gunicorn's ``Date`` header, formatted once a second instead of once a response."""
+
+    __slots__ = ("second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.text = email.utils.formatdate(second, localtime=False, usegmt=True)
+            self.second = second
+        return self.text
+
+
+def _one_write_response() -> type:
+    """gunicorn's ``Response`` writing a response's head and whole body with one ``sendall``.
+
+    gunicorn writes the head (``send_headers``) and then each body item (``write``): two system calls,
+    and two TCP segments unless the kernel merges them, for every poll answer and publish. When the first
+    item is the whole body of a ``Content-Length`` response (the lab's JSON answers), this writes the same
+    bytes at once; anything else (chunked, a body in pieces, ``HEAD``) goes through gunicorn's own path.
+    The ``Date`` header is formatted once a second (:class:`_DateCache`). Imported in the worker only.
+    """
+    from gunicorn.http.wsgi import Response
+
+    dates = _DateCache()
+
+    class OneWriteResponse(Response):  # type: ignore[misc]
+        def default_headers(self) -> list[str]:
+            # gunicorn 27's own, but for the Date (tests/server/test_runtimes.py compares them).
+            if self.upgrade:
+                connection = "upgrade"
+            elif self.should_close():
+                connection = "close"
+            else:
+                connection = "keep-alive"
+            major, minor = self.req.version
+            headers = [
+                f"HTTP/{major}.{minor} {self.status}\r\n",
+                f"Server: {self.version}\r\n",
+                f"Date: {dates.now()}\r\n",
+                f"Connection: {connection}\r\n",
+            ]
+            if self.chunked:
+                headers.append("Transfer-Encoding: chunked\r\n")
+            return headers
+
+        def write(self, arg: bytes) -> None:
+            if (
+                self.headers_sent  # type: ignore[has-type]
+                or self.chunked
+                or self._omits_body
+                or not isinstance(arg, bytes)
+                or self.response_length != len(arg)
+            ):
+                super().write(arg)
+                return
+            head = "".join([*self.default_headers(), *(f"{k}: {v}\r\n" for k, v in self.headers), "\r\n"])
+            self.headers_sent = True
+            self.sent += len(arg)
+            self.sock.sendall(head.encode("latin-1") + arg)
+
+    return OneWriteResponse
+
+
+def install_one_write_response() -> None:
+    """Make gunicorn's request handling (``gunicorn.http.wsgi.create``) use :func:`_one_write_response`'s class.
+
+    gunicorn takes the class from its module at each request and offers no setting for it; the worker
+    process is the lab's alone, so the module's name is rebound there, once, before the first request.
+    """
+    import gunicorn.http.wsgi
+
+    if getattr(gunicorn.http.wsgi.Response, "__name__", "") != "OneWriteResponse":
+        gunicorn.http.wsgi.Response = _one_write_response()
+
+
 class LabGunicorn(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured from code rather than from a config file."""
 
@@ -266,6 +348,7 @@ class LabGunicorn(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         # Runs in the worker, after gevent's monkey-patching.
+        install_one_write_response()
         app = create_app(self.lab_config)
         # Refusals at capacity skip Flask; gunicorn closes what asks to be closed.
         app.wsgi_app = HonourConnectionClose(FastRefusal(app.wsgi_app, lab_of(app).gate))  # type: ignore[method-assign]

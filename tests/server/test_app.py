@@ -24,9 +24,9 @@ MAX_BODY = 1000
 """LAB_MAX_BODY of the real server below."""
 
 
-@pytest.fixture
-def client() -> FlaskClient:
-    return create_app(Config(history=10, max_batch=3)).test_client()
+@pytest.fixture(params=[False, True], ids=["flask", "fast-path"])
+def client(request: pytest.FixtureRequest) -> FlaskClient:
+    return create_app(Config(history=10, max_batch=3, fast_path=request.param)).test_client()
 
 
 def post(client: FlaskClient, channel: str, body: bytes | str) -> Any:
@@ -229,9 +229,9 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, str], bytes | None, int, str]]
 ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with run_server("werkzeug", env={"LAB_MAX_BODY": str(MAX_BODY)}) as proc:
+@pytest.fixture(scope="module", params=["off", "on"], ids=["flask", "fast-path"])
+def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    with run_server("werkzeug", env={"LAB_MAX_BODY": str(MAX_BODY), "LAB_FAST_PATH": request.param}) as proc:
         yield proc
 
 

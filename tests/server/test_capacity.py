@@ -79,9 +79,10 @@ def read_answer(sock: socket.socket) -> bytes:
     return out
 
 
+@pytest.mark.parametrize("fast", ["off", "on"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_at_capacity_refuses_at_once_and_keeps_health_and_publishing(runtime: str) -> None:
-    with run_server(runtime, "--max-longpoll", "3", "--max-websocket", "2") as srv:
+def test_at_capacity_refuses_at_once_and_keeps_health_and_publishing(runtime: str, fast: str) -> None:
+    with run_server(runtime, "--max-longpoll", "3", "--max-websocket", "2", "--fast-path", fast) as srv:
         polls = [hold_poll(srv.port, "full") for _ in range(3)]
         sockets: list[simple_websocket.Client] = []
         try:
@@ -108,9 +109,10 @@ def test_at_capacity_refuses_at_once_and_keeps_health_and_publishing(runtime: st
                 ws.close()
 
 
+@pytest.mark.parametrize("fast", ["off", "on"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_held_poll_ends_when_its_client_leaves(runtime: str) -> None:
-    with run_server(runtime, "--max-longpoll", "2") as srv:
+def test_held_poll_ends_when_its_client_leaves(runtime: str, fast: str) -> None:
+    with run_server(runtime, "--max-longpoll", "2", "--fast-path", fast) as srv:
         polls = [hold_poll(srv.port, "gone") for _ in range(2)]
         assert wait_until(lambda: held(srv)["longpoll"] == 2, 10 * UNIT), held(srv)
         for s in polls:

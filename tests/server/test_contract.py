@@ -217,10 +217,15 @@ async def run_contract(server: ServerProcess) -> tuple[dict[str, list[Received]]
     }, published
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+PATHS = [(runtime, fast) for runtime in RUNTIMES for fast in ("off", "on")]
+"""Every runtime, with the Flask routes and with the fast path (server/fastpath.py)."""
+
+
+@pytest.fixture(scope="module", params=PATHS, ids=[f"{r}-fast-{f}" for r, f in PATHS])
 def outcome(request: pytest.FixtureRequest) -> Iterator[tuple[dict[str, list[Received]], list[int]]]:
+    runtime, fast = request.param
     # gthread: 63 streams held at once (and the publisher's WebSocket) need more than 54 slots (60 threads).
-    with run_server(request.param, "--threads", "100") as server:
+    with run_server(runtime, "--threads", "100", "--fast-path", fast) as server:
         yield asyncio.run(asyncio.wait_for(run_contract(server), PATIENCE))
 
 

@@ -93,9 +93,14 @@ def test_a_content_length_that_is_no_number_is_a_400() -> None:
 # -- against real servers -------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=RUNTIMES)
+PATHS = [(runtime, fast) for runtime in RUNTIMES for fast in ("off", "on")]
+"""Every runtime, with the Flask routes and with the fast path (server/fastpath.py)."""
+
+
+@pytest.fixture(scope="module", params=PATHS, ids=[f"{r}-fast-{f}" for r, f in PATHS])
 def server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
-    with run_server(request.param, "--threads", "8") as proc:
+    runtime, fast = request.param
+    with run_server(runtime, "--threads", "8", "--fast-path", fast) as proc:
         yield proc
 
 

@@ -96,8 +96,9 @@ def _poll_in_thread(app: Any, query: dict[str, str], out: list[Any]) -> threadin
     return thread
 
 
-def test_a_held_poll_answers_when_an_event_is_published() -> None:
-    app = create_app(CONFIG)
+@pytest.mark.parametrize("fast_path", [False, True], ids=["flask", "fast-path"])
+def test_a_held_poll_answers_when_an_event_is_published(fast_path: bool) -> None:
+    app = create_app(CONFIG.with_overrides(fast_path=fast_path))
     out: list[Any] = []
     thread = _poll_in_thread(app, {"after": "0", "timeout": "30"}, out)
     lab = lab_of(app)
@@ -113,8 +114,9 @@ def test_a_held_poll_answers_when_an_event_is_published() -> None:
     assert body["next"] == 1
 
 
-def test_a_held_poll_gets_503_when_the_bus_closes() -> None:
-    app = create_app(CONFIG)
+@pytest.mark.parametrize("fast_path", [False, True], ids=["flask", "fast-path"])
+def test_a_held_poll_gets_503_when_the_bus_closes(fast_path: bool) -> None:
+    app = create_app(CONFIG.with_overrides(fast_path=fast_path))
     out: list[Any] = []
     thread = _poll_in_thread(app, {"after": "0", "timeout": "30"}, out)
     lab = lab_of(app)
@@ -126,8 +128,9 @@ def test_a_held_poll_gets_503_when_the_bus_closes() -> None:
     assert (status, body["error"], cache) == (503, "shutting_down", "no-store")
 
 
-def test_a_poll_on_a_closed_bus_is_refused_at_once() -> None:
-    app = create_app(CONFIG)
+@pytest.mark.parametrize("fast_path", [False, True], ids=["flask", "fast-path"])
+def test_a_poll_on_a_closed_bus_is_refused_at_once(fast_path: bool) -> None:
+    app = create_app(CONFIG.with_overrides(fast_path=fast_path))
     lab_of(app).bus.close()
     resp = app.test_client().get("/channels/c/poll", query_string={"timeout": "30"})
     assert (resp.status_code, resp.get_json()["error"]) == (503, "shutting_down")

@@ -121,3 +121,68 @@ def test_a_lost_redis_bus_worker_is_replaced_and_history_kept() -> None:
         assert wait_until(replaced, 20 * UNIT)
         events = httpx.get(f"{server.url}/channels/c/poll", params={"timeout": 0}, timeout=10 * UNIT).json()["events"]
         assert [e["seq"] for e in events] == [1]
+
+
+class RecordingSocket:
+    """What gunicorn's response writes, one entry per ``sendall``."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+class FakeRequest:
+    """The little of gunicorn's request its response reads."""
+
+    def __init__(self, method: str = "GET", close: bool = False) -> None:
+        self.method = method
+        self.version = (1, 1)
+        self.close = close
+
+    def should_close(self) -> bool:
+        return self.close
+
+
+def respond(cls: type, headers: list[tuple[str, str]], body: list[bytes], **req: Any) -> list[bytes]:
+    from gunicorn.config import Config as GunicornConfig
+
+    sock = RecordingSocket()
+    resp = cls(FakeRequest(**req), sock, GunicornConfig())
+    resp.start_response("200 OK", headers)
+    for item in body:
+        resp.write(item)
+    resp.close()
+    return sock.writes
+
+
+def without_date(data: bytes) -> bytes:
+    return b"\r\n".join(line for line in data.split(b"\r\n") if not line.startswith(b"Date: "))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "req", "writes"),
+    [
+        ([("Content-Type", "application/json"), ("Content-Length", "5")], [b"hello"], {}, 1),
+        ([("Content-Length", "5")], [b"hello"], {"close": True}, 1),
+        ([("Content-Length", "0")], [], {}, 1),
+        ([("Content-Length", "5")], [b"hel", b"lo"], {}, 3),  # a body in pieces: gunicorn's own path
+        ([("Content-Type", "text/event-stream")], [b"a", b"b"], {}, 4),  # chunked: head, 2 chunks, the end
+        ([("Content-Length", "5")], [b"hello"], {"method": "HEAD"}, 1),
+    ],
+)
+def test_one_write_response_writes_gunicorns_bytes_in_one_write(
+    headers: list[tuple[str, str]], body: list[bytes], req: dict[str, Any], writes: int
+) -> None:
+    from gunicorn.http.wsgi import Response
+
+    from server.runtimes import _one_write_response
+
+    ours = respond(_one_write_response(), headers, body, **req)
+    theirs = respond(Response, headers, body, **req)
+    assert without_date(b"".join(ours)) == without_date(b"".join(theirs))
+    assert len(ours) == writes
+    assert len(theirs) == writes + (1 if writes == 1 and body and req.get("method") != "HEAD" else 0)
+    date = [line for line in b"".join(ours).split(b"\r\n") if line.startswith(b"Date: ")]
+    assert len(date) == 1 and date[0].endswith(b" GMT")

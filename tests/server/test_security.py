@@ -45,14 +45,15 @@ def upgrade_status(port: int, path: str, headers: dict[str, str]) -> int:
     return int(answer.split(b" ", 2)[1])
 
 
-@pytest.fixture
-def client() -> FlaskClient:
-    return create_app(Config()).test_client()
+@pytest.fixture(params=[False, True], ids=["flask", "fast-path"])
+def client(request: pytest.FixtureRequest) -> FlaskClient:
+    return create_app(Config(fast_path=request.param)).test_client()
 
 
-@pytest.fixture
-def guarded() -> FlaskClient:
-    return create_app(Config(publish_token="pub-secret", subscribe_token="sub-secret")).test_client()
+@pytest.fixture(params=[False, True], ids=["flask", "fast-path"])
+def guarded(request: pytest.FixtureRequest) -> FlaskClient:
+    config = Config(publish_token="pub-secret", subscribe_token="sub-secret", fast_path=request.param)
+    return create_app(config).test_client()
 
 
 def publish(client: FlaskClient, headers: dict[str, str] | None = None, body: str = '{"x": 1}', **kw: Any) -> Any:
