@@ -14,15 +14,26 @@ created) they are gevent's cooperative ones.
 from __future__ import annotations
 
 import abc
+import itertools
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .core import Batch, Event
 
-__all__ = ["GONE_CHECK", "Broadcast", "Bus", "BusClosed", "BusUnavailable", "Fanout", "Waiter", "WaiterSet", "notify"]
+__all__ = [
+    "GONE_CHECK",
+    "Broadcast",
+    "Bus",
+    "BusClosed",
+    "BusUnavailable",
+    "Fanout",
+    "Waiter",
+    "WaiterSet",
+    "broadcast_of",
+    "notify",
+]
 
 GONE_CHECK = 1.0
 """Seconds between two checks that a held request's client is still there (:meth:`Bus.wait`)."""
@@ -57,19 +68,27 @@ class Fanout:
 
     __slots__ = ("broadcasts", "plain")
 
-    def __init__(self, waiters: Iterable[Waiter]) -> None:
-        plain: list[Waiter] = []
-        groups: dict[Broadcast, list[Waiter]] = {}
-        for waiter in waiters:
-            broadcast: Broadcast | None = getattr(type(waiter), "broadcast", None)
-            if broadcast is None:
-                plain.append(waiter)
-            else:
-                groups.setdefault(broadcast, []).append(waiter)
-        self.plain = tuple(plain)
+    def __init__(
+        self, plain: tuple[Waiter, ...] = (), broadcasts: tuple[tuple[Broadcast, tuple[Waiter, ...]], ...] = ()
+    ) -> None:
+        self.plain = plain
         """Waiters woken with ``set()``."""
-        self.broadcasts = tuple((broadcast, tuple(group)) for broadcast, group in groups.items())
+        self.broadcasts = broadcasts
         """``(broadcast, its waiters)`` per class that has one."""
+
+    @classmethod
+    def of(cls, waiters: Iterable[Waiter]) -> Fanout:
+        """Group ``waiters`` by their class's ``broadcast`` (a lookup per waiter: for a one-off wake)."""
+        groups: dict[Broadcast | None, list[Waiter]] = {}
+        for waiter in waiters:
+            groups.setdefault(broadcast_of(waiter), []).append(waiter)
+        return cls.from_groups(groups)
+
+    @classmethod
+    def from_groups(cls, groups: Mapping[Broadcast | None, Collection[Waiter]]) -> Fanout:
+        """From waiters already grouped by :func:`broadcast_of` (``None``: the plain ones)."""
+        broadcasts = tuple((broadcast, tuple(group)) for broadcast, group in groups.items() if broadcast is not None)
+        return cls(tuple(groups.get(None, ())), broadcasts)
 
     def __len__(self) -> int:
         return len(self.plain) + sum(len(group) for _, group in self.broadcasts)
@@ -87,9 +106,15 @@ class Fanout:
                     waiter.set()
 
 
+def broadcast_of(waiter: Waiter) -> Broadcast | None:
+    """The ``broadcast`` of ``waiter``'s class, or ``None`` for a plain waiter."""
+    broadcast: Broadcast | None = getattr(type(waiter), "broadcast", None)
+    return broadcast
+
+
 def notify(waiters: Iterable[Waiter] | Fanout, event: Event | None) -> None:
     """Wake ``waiters`` about ``event`` (``None``: something changed, go read)."""
-    (waiters if isinstance(waiters, Fanout) else Fanout(waiters)).notify(event)
+    (waiters if isinstance(waiters, Fanout) else Fanout.of(waiters)).notify(event)
 
 
 class BusClosed(RuntimeError):
@@ -103,40 +128,51 @@ class BusUnavailable(RuntimeError):
 class WaiterSet:
     """Waiters per channel, so a publish wakes only that channel's waiters.
 
+    Each channel's waiters are kept grouped by their class's ``broadcast``
+    (:func:`broadcast_of`, looked up once when a waiter is added), so the
+    grouping a publish needs (:meth:`fanout`) is a few tuple copies, not a
+    lookup per waiter: a channel of 1,000 long polls changes at every poll.
     Not thread-safe on its own: the bus guards it with its lock.
     """
 
     def __init__(self) -> None:
-        self._by_channel: defaultdict[str, set[Waiter]] = defaultdict(set)
+        self._by_channel: dict[str, dict[Broadcast | None, set[Waiter]]] = {}
+        """Channel -> its waiters by ``broadcast`` (``None``: plain); no empty channel or group is kept."""
         self._fanouts: dict[str, Fanout] = {}
-        """Channel -> its waiters grouped for a publish; dropped when they change, rebuilt by the next publish."""
+        """Channel -> its waiters as a :class:`Fanout`; dropped when they change, rebuilt by the next publish."""
 
     def add(self, channel: str, waiter: Waiter) -> None:
-        self._by_channel[channel].add(waiter)
+        self._by_channel.setdefault(channel, {}).setdefault(broadcast_of(waiter), set()).add(waiter)
         self._fanouts.pop(channel, None)
 
     def discard(self, channel: str, waiter: Waiter) -> None:
-        waiters = self._by_channel.get(channel)
-        if waiters is not None:
-            waiters.discard(waiter)
-            self._fanouts.pop(channel, None)
-            if not waiters:
+        groups = self._by_channel.get(channel)
+        if groups is None:
+            return
+        kind = broadcast_of(waiter)
+        group = groups.get(kind)
+        if group is None or waiter not in group:
+            return
+        group.discard(waiter)
+        self._fanouts.pop(channel, None)
+        if not group:
+            del groups[kind]
+            if not groups:
                 del self._by_channel[channel]
 
     def fanout(self, channel: str) -> Fanout:
         """One channel's waiters, grouped, to wake outside the lock (the same object until they change)."""
         fanout = self._fanouts.get(channel)
         if fanout is None:
-            fanout = self._fanouts[channel] = Fanout(self._by_channel.get(channel, ()))
+            fanout = self._fanouts[channel] = Fanout.from_groups(self._by_channel.get(channel, {}))
         return fanout
 
     def of(self, channel: str) -> tuple[Waiter, ...]:
-        """A snapshot of one channel's waiters, to wake outside the lock."""
-        waiters = self._by_channel.get(channel)
-        return tuple(waiters) if waiters else ()
+        """A snapshot of one channel's waiters."""
+        return tuple(itertools.chain.from_iterable(self._by_channel.get(channel, {}).values()))
 
     def everyone(self) -> tuple[Waiter, ...]:
-        return tuple(w for ws in self._by_channel.values() for w in ws)
+        return tuple(w for groups in self._by_channel.values() for group in groups.values() for w in group)
 
 
 class Bus(abc.ABC):

@@ -127,6 +127,12 @@ def test_the_fanout_is_kept_until_the_channel_waiters_change(broadcasters):
     assert third is not second
     assert [set(group) for _, group in third.broadcasts] == [{b}]
     assert len(ws.fanout("nobody")) == 0
+    ws.discard("c", b)
+    ws.discard("c", b)  # twice is harmless
+    ws.discard("c", plain)
+    assert "c" not in ws._by_channel  # no empty channel or group is kept
+    assert len(ws.fanout("c")) == 0
+    assert ws.everyone() == (c,)
 
 
 def test_wait_returns_at_once_with_news():
