@@ -59,7 +59,7 @@ def variant_label(sc: Scenario) -> str:
     official client's default handshake.
     """
     if sc.server == "lab":
-        return f"lab ({sc.runtime})"
+        return f"lab ({sc.runtime}, fast path)" if sc.fast_path else f"lab ({sc.runtime})"
     if sc.server == "flask_socketio":
         parts = ["Flask-SocketIO"]
         if sc.runtime == "werkzeug":

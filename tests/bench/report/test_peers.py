@@ -6,6 +6,7 @@ every cell, ratio and sentence below is known in advance.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,8 @@ def run(run_dir: Path) -> Any:
 def test_labels_say_what_ran(run: Any) -> None:
     labels = {r.scenario.name: variant_label(r.scenario) for r in run.results}
     assert labels[f"{WS}-lab"] == "lab (gevent)"
+    fast = dataclasses.replace(run.results[0].scenario, server="lab", runtime="gevent", fast_path=True)
+    assert variant_label(fast) == "lab (gevent, fast path)"
     assert labels[f"{WS}-flask_socketio"] == "Flask-SocketIO, gevent, TCP_NODELAY"
     assert labels[f"{WS}-flask_socketio-upgrade"] == "Flask-SocketIO, default handshake (polling then upgrade)"
     assert labels[f"{LP}-flask_socketio-no-nodelay"] == "Flask-SocketIO, gevent, no TCP_NODELAY (socketio.run)"
