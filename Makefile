@@ -27,10 +27,10 @@ install: $(BIN)/.installed ## create .venv and install the lab with its dev tool
 install-run: $(BIN)/.installed-run ## create .venv with the runtime dependencies only (what bench, serve, demo, report need)
 
 lint: install ## ruff: style and common bugs
-	$(BIN)/ruff check server clients bench notebooks tests
-	$(BIN)/ruff format --check server clients bench notebooks tests
+	$(BIN)/ruff check server clients bench notebooks peers tests
+	$(BIN)/ruff format --check server clients bench notebooks peers tests
 
-types: install ## mypy --strict on server, clients, bench
+types: install ## mypy --strict on server, clients, bench, notebooks, peers
 	$(BIN)/mypy
 
 system-packages: ## install the system programs the tests use (redis-server, chromium, tcpdump, nginx, nchan), or say how
