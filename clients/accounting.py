@@ -10,11 +10,14 @@ Definitions (``cursor`` is the highest ``seq`` accepted so far, 0 at first):
 - ``event(seq)``:
 
   - ``seq == cursor + 1``: in order. Accepted; ``delivered += 1``.
-  - ``seq > cursor + 1`` with no gap notice: accepted, ``delivered += 1`` and
-    ``out_of_order += 1``; the skipped ``cursor + 1 .. seq - 1`` become
-    *holes*, provisionally missing.
-  - ``seq <= cursor`` and ``seq`` is a hole: a late arrival. Accepted,
-    ``delivered += 1`` and ``out_of_order += 1``; the hole is filled.
+  - ``seq > cursor + 1`` with no gap notice: accepted, ``delivered += 1``;
+    the skipped ``cursor + 1 .. seq - 1`` become *holes*, provisionally
+    missing. A jump alone is not a reordering: if the skipped events never
+    come, they are loss, counted once, in ``missing``.
+  - ``seq <= cursor`` and ``seq`` is a hole: a late arrival, i.e. an event
+    received after one with a higher ``seq`` (RFC 4737's definition of a
+    reordered packet). Accepted, ``delivered += 1`` and ``out_of_order += 1``;
+    the hole is filled.
   - ``seq <= cursor`` otherwise: ``duplicate += 1``, not accepted.
 
   ``event`` returns ``True`` for an accepted event, which is then handed to
@@ -109,7 +112,6 @@ class Tracker:
         elif seq > cursor:
             self._holes.update(range(cursor + 1, seq))
             self.cursor = seq
-            c.out_of_order += 1
         elif seq in self._holes:
             self._holes.discard(seq)
             c.out_of_order += 1
