@@ -540,8 +540,8 @@ def peers_section(run: Run) -> list[str]:
         lines += [
             "### Resume: connections dropped",
             "",
-            "Every subscriber's connection aborted at a fixed interval, as a network failure would; each client "
-            "reconnects and resumes as its protocol lets it. Counted over every repetition.",
+            "Every subscriber's connection aborted once per interval, at a random moment of it, as a network failure "
+            "would; each client reconnects and resumes as its protocol lets it. Counted over every repetition.",
             "",
             resume_sentence(resume),
             "",
