@@ -976,9 +976,9 @@ if RATIOS:
     show("**Lab / peer, same run** (below 1 the lab spends less CPU per event, or has the shorter p99; — where "
          "either side has no valid value):")
     show(markdown_table(
-        ("point", "transport", "peer", "CPU/event lab/peer", "µs/event (lab / peer)", "p99 lab/peer",
+        ("point", "transport", "lab", "peer", "CPU/event lab/peer", "µs/event (lab / peer)", "p99 lab/peer",
          "p99 ms (lab / peer)"),
-        [(titles.get(r.point, r.point), r.series, r.peer, n(r.cpu, 2), f"{n(r.lab_cpu_us)} / {n(r.peer_cpu_us)}",
+        [(titles.get(r.point, r.point), r.series, r.lab, r.peer, n(r.cpu, 2), f"{n(r.lab_cpu_us)} / {n(r.peer_cpu_us)}",
           n(r.p99, 2), f"{n(ms(r.lab_p99_us))} / {n(ms(r.peer_p99_us))}") for r in RATIOS],
     ))
 elif PEERS is not None:

@@ -392,6 +392,7 @@ def _ratio_table(rows: Sequence[RatioRow], titles: dict[str, str]) -> list[str]:
         (
             titles.get(row.point, row.point),
             row.series,
+            row.lab,
             row.peer,
             format_number(row.cpu, 2),
             pair(row.lab_cpu_us, row.peer_cpu_us),
@@ -403,6 +404,7 @@ def _ratio_table(rows: Sequence[RatioRow], titles: dict[str, str]) -> list[str]:
     header = (
         "point",
         "transport",
+        "lab",
         "peer",
         "CPU/event lab/peer",
         "µs/event (lab / peer)",
