@@ -145,8 +145,9 @@ class Subscriber(abc.ABC):
                 finally:
                     if not session.done():
                         session.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await session
+                        # Wait without raising: a session that ended on its own as it was cancelled (Python 3.11's
+                        # wait_for can surface the inner error instead of the cancellation) is judged below.
+                        await asyncio.wait((session,))
                 if session.cancelled():  # stopped while connected
                     break
                 error = session.exception()

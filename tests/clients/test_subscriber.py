@@ -133,3 +133,28 @@ def test_stats_merge_and_dict():
         "payload_bytes": 10,
         "reconnects": 1,
     }
+
+
+class EndsAsItIsCancelled(Subscriber):
+    """A session whose connection breaks just as it is cancelled: it raises its own error, not the cancellation
+    (what Python 3.11's ``wait_for`` does when the awaited future completes in the same turn)."""
+
+    transport = "test"
+
+    async def _session(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ConnectionResetError("connection lost without a close frame") from None
+
+
+def test_stop_is_clean_when_the_session_breaks_as_it_is_cancelled():
+    async def main() -> None:
+        stop = asyncio.Event()
+        sub = EndsAsItIsCancelled("c")
+        task = asyncio.create_task(sub.run(stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5 * UNIT)  # returns: the break is a retry-able error, and we are stopping
+
+    asyncio.run(main())
