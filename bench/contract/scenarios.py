@@ -233,6 +233,22 @@ class Scenario:
     )
     """Every subscriber's connection is aborted this often (as a network failure would), and it reconnects and
     resumes as its protocol lets it: the resume test (the lab resumes from its cursor; Socket.IO does not)."""
+    request_headers: str = _spec({"enum": ["bare", "browser"]}, old="bare")
+    """HTTP subscribers' request headers: ``bare`` (``Host`` and what the protocol needs: the lean fleet's) or
+    ``browser`` (the headers Chromium sends with ``fetch`` and ``EventSource``), to show what a browser's
+    requests cost on the wire."""
+    proxy: str = _spec({"enum": ["none", "nginx"]}, old="none")
+    """``nginx``: subscribers and publisher reach the lab's server through nginx, configured as
+    docs/deployment.md gives it (started by the runner on a free port, its CPU counted apart)."""
+    proxy_buffering: bool = _spec({"type": "boolean"}, old=False)
+    """Through ``nginx`` only: leave nginx's response buffering on for SSE (the trap docs/deployment.md shows)."""
+    http: str = _spec({"enum": ["1.1", "2"]}, old="1.1")
+    """HTTP version of the subscribers' requests: ``2`` is HTTP/2 over TLS through the proxy (WebSocket stays
+    HTTP/1.1 with an Upgrade)."""
+    tls: bool = _spec({"type": "boolean"}, old=False)
+    """Subscribers reach the proxy over TLS (a throwaway certificate made at run time); implied by ``http = "2"``."""
+    streams_per_connection: int = _spec(_int(1), old=1)
+    """HTTP/2 only: subscribers multiplexed on one connection (each its own stream)."""
     transport: str | None = field(default=None, metadata={"schema": {"enum": list(TRANSPORTS)}, "toml": None})
     """The one transport of a run's record (:meth:`for_transport`); ``None`` in a plan."""
 
