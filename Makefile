@@ -51,8 +51,8 @@ report: install-run ## regenerate charts and REPORT.md of RUN (default results/l
 notebook: install ## re-execute notebooks/long-polling-vs-websocket.ipynb in place
 	$(PY) -m notebooks.execute
 
-demo: install-run ## the live side-by-side demo page on http://127.0.0.1:8000/
-	$(PY) -m server --runtime gevent
+demo: install-run ## the live demo page on http://127.0.0.1:8000/; DELAY=100: behind the lab's relay, 100 ms each way
+	$(if $(DELAY),$(PY) -m bench.run.demo --delay $(DELAY),$(PY) -m server --runtime gevent)
 
 clean: ## remove the virtual environment and caches (keeps results/)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
