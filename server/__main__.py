@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
         p.error(f"bad environment: {exc}")
     if a.workers > 1 and (a.bus or env.bus) == "memory":
         p.error("--workers > 1 needs --bus redis: memory buses are per process")
-    if a.runtime == "werkzeug" and a.workers != 1:
+    if a.runtime in ("werkzeug", "pywsgi") and a.workers != 1:
         p.error("--workers applies to the gunicorn runtimes only")
     for flag in ("workers", "threads", "connections"):
         if getattr(a, flag) < 1:
@@ -132,6 +132,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, ServeOptions]:
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until a signal stops the server."""
     config, options = parse_args(argv)
+    if options.runtime == "pywsgi":
+        from .pywsgi import patch
+
+        patch()  # gunicorn's gevent worker does this in the worker; here before the app exists
     serve(config, options)
 
 

@@ -227,13 +227,13 @@ def derive_limit(runtime: str, threads: int, connections: int, fd_limit: int) ->
     """Held connections a runtime can take while short requests still get through.
 
     gthread: ``threads`` less a tenth (at least 2) kept for short requests;
-    gevent: ``connections`` less a tenth (at least 2); werkzeug: no pool, so
+    gevent and pywsgi: ``connections`` less a tenth (at least 2); werkzeug: no pool, so
     the file descriptors. All capped by ``fd_limit`` less :data:`FD_RESERVE`.
     """
     by_fd = max(1, fd_limit - FD_RESERVE)
     if runtime == "gthread":
         pool = threads
-    elif runtime == "gevent":
+    elif runtime in ("gevent", "pywsgi"):
         pool = connections
     else:
         return by_fd

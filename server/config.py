@@ -14,7 +14,7 @@ from typing import Any
 __all__ = ["RUNTIMES", "Config"]
 
 MiB = 1 << 20
-RUNTIMES = ("werkzeug", "gthread", "gevent")
+RUNTIMES = ("werkzeug", "gthread", "gevent", "pywsgi")
 """The servers ``python -m server --runtime`` can run on (server/runtimes.py); the benchmark's scenarios name them."""
 
 

@@ -1,4 +1,4 @@
-"""The three ways to run the app: Werkzeug threads, gunicorn gthread, gunicorn gevent.
+"""The four ways to run the app: Werkzeug threads, gunicorn gthread, gunicorn gevent, gevent's pywsgi.
 
 - ``werkzeug``: Werkzeug's development server, one thread per connection.
 - ``gthread``: gunicorn's threaded worker. A held long poll or an open
@@ -7,6 +7,10 @@
 - ``gevent``: gunicorn's gevent worker, one greenlet per connection up to
   ``--connections``; the worker monkey-patches the standard library before
   the app is built, so the bus's locks and events are cooperative.
+- ``pywsgi``: gevent's own WSGI server in one process (server/pywsgi.py),
+  the server Flask-SocketIO's ``socketio.run()`` uses; cheaper per request
+  than gunicorn's gevent worker (docs/performance.md). ``python -m server``
+  monkey-patches the standard library before building the app.
 
 Shutdown never waits on held connections: on SIGTERM/SIGINT/SIGQUIT each
 worker closes its bus first, which answers held long polls (``503
@@ -64,6 +68,12 @@ def serve(config: Config, options: ServeOptions) -> None:
         _serve_werkzeug(config, options)
     elif options.runtime in ("gthread", "gevent"):
         LabGunicorn(config, options).run()
+    elif options.runtime == "pywsgi":
+        from .pywsgi import serve_pywsgi  # the standard library is patched already (python -m server)
+
+        if options.workers != 1:
+            raise ValueError("the pywsgi runtime runs one process: use gevent (gunicorn) for several workers")
+        serve_pywsgi(config, options.host, options.port, options.connections, options.graceful_timeout)
     else:
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {options.runtime!r}")
 

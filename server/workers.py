@@ -44,13 +44,14 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from .app import lab_of
 
-__all__ = ["HeaderDeadline", "LabGeventWorker", "LabThreadWorker"]
+__all__ = ["EMFILE_PAUSE", "HeaderDeadline", "LabGeventWorker", "LabThreadWorker", "timeout_answer"]
 
 EMFILE_PAUSE = 0.05
 """Seconds the gthread worker stops accepting after running out of file descriptors."""
 
 
-def _timeout_answer(seconds: float) -> bytes:
+def timeout_answer(seconds: float) -> bytes:
+    """The ``408`` a client gets when its request head is late (also :mod:`server.pywsgi`'s)."""
     body = json.dumps(
         {"error": "request_timeout", "detail": f"request headers not received within {seconds:g} s"}
     ).encode()
@@ -111,7 +112,7 @@ class HeaderDeadline:
         self.deadline = None
         try:
             self.inner.settimeout(0)
-            self.inner.send(_timeout_answer(self.seconds))
+            self.inner.send(timeout_answer(self.seconds))
         except OSError:
             pass
         # gunicorn logs ECONNRESET at debug level and closes the connection.

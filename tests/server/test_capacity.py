@@ -123,7 +123,7 @@ def test_held_poll_ends_when_its_client_leaves(runtime: str, fast: str) -> None:
         assert fresh.status_code == 200
 
 
-@pytest.mark.parametrize("runtime", ["gthread", "gevent"])
+@pytest.mark.parametrize("runtime", ["gthread", "gevent", "pywsgi"])
 def test_refused_clients_that_linger_do_not_stall_the_server(runtime: str) -> None:
     """Refused clients that read their 503 and keep the socket open (gunicorn's gthread drained each for 2 s)."""
     with run_server(runtime, "--max-longpoll", "1") as srv:
@@ -153,7 +153,10 @@ def drip(sock: socket.socket, stop: threading.Event) -> None:
             sock.sendall(b"X")
 
 
-@pytest.mark.parametrize(("runtime", "pool"), [("gthread", ["--threads", "4"]), ("gevent", ["--connections", "8"])])
+@pytest.mark.parametrize(
+    ("runtime", "pool"),
+    [("gthread", ["--threads", "4"]), ("gevent", ["--connections", "8"]), ("pywsgi", ["--connections", "8"])],
+)
 def test_slowloris_gets_408_and_health_still_answers(runtime: str, pool: list[str]) -> None:
     with run_server(runtime, *pool, "--header-timeout", "1") as srv:
         stop = threading.Event()
@@ -224,7 +227,7 @@ def server_with_fd_limit(runtime: str, nofile: int, log_dir: Path) -> Iterator[L
             proc.wait(10 * UNIT)
 
 
-@pytest.mark.parametrize("runtime", ["gthread", "gevent"])
+@pytest.mark.parametrize("runtime", ["gthread", "gevent", "pywsgi"])
 def test_running_out_of_file_descriptors_keeps_the_worker_and_its_history(runtime: str, tmp_path: Path) -> None:
     with server_with_fd_limit(runtime, 128, tmp_path) as srv:
         pid = httpx.get(f"{srv.url}/healthz", timeout=10 * UNIT).json()["pid"]
