@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple, SupportsIndex
 from urllib.parse import urlsplit
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from clients import PollAnswer, now_ns
 
 from .meter import WireMeter
+from .tls import TLSMeter, open_tls
 
 __all__ = ["Answer", "BarePoller", "StampedReader", "read_answer", "read_response"]
 
@@ -92,14 +94,27 @@ class StampedReader(asyncio.StreamReader):
 
 
 async def _open_stamped(
-    host: str, port: int, meter: WireMeter | None = None
+    host: str,
+    port: int,
+    meter: WireMeter | None = None,
+    context: ssl.SSLContext | None = None,
+    tls_meter: TLSMeter | None = None,
 ) -> tuple[StampedReader, asyncio.StreamWriter]:
-    """:func:`asyncio.open_connection` with a :class:`StampedReader` (counting into ``meter``)."""
+    """:func:`asyncio.open_connection` with a :class:`StampedReader` (counting into ``meter``).
+
+    With ``context``, over TLS done in memory (:mod:`bench.agents.tls`): ``meter`` then counts the bytes in the
+    clear and ``tls_meter`` the bytes on the wire.
+    """
     loop = asyncio.get_running_loop()
     reader = StampedReader(limit=READ_LIMIT, loop=loop)
     reader.meter = meter
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    transport: asyncio.BaseTransport
+    if context is not None:
+        transport, _ = await open_tls(lambda: protocol, host, port, context, tls_meter, server_hostname=host)
+    else:
+        transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    assert isinstance(transport, asyncio.Transport)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
@@ -116,9 +131,19 @@ class BarePoller:
     (:class:`StampedReader`), not the later time the awaiting task resumed.
     """
 
-    def __init__(self, meter: WireMeter | None = None) -> None:
+    def __init__(
+        self,
+        meter: WireMeter | None = None,
+        *,
+        context: ssl.SSLContext | None = None,
+        tls_meter: TLSMeter | None = None,
+    ) -> None:
         self.meter = meter
-        """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
+        """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere (in the clear)."""
+        self.context = context
+        """The TLS context for ``https://`` URLs (:func:`bench.agents.tls.client_context`)."""
+        self.tls_meter = tls_meter
+        """Where the TLS bytes on the wire are counted, if anywhere."""
         self._origin: tuple[str, int] | None = None
         self._reader: StampedReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -137,7 +162,10 @@ class BarePoller:
         (Nchan's cursor headers, Engine.IO's ``POST``) use this; the lab's pollers use :meth:`get`.
         """
         parts = urlsplit(url)
-        origin = (parts.hostname or "127.0.0.1", parts.port or 80)
+        tls = parts.scheme == "https"
+        origin = (parts.hostname or "127.0.0.1", parts.port or (443 if tls else 80))
+        if tls and self.context is None:
+            raise ValueError(f"an https:// URL needs a TLS context: {url!r}")
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         if body or method == "POST":
@@ -148,7 +176,8 @@ class BarePoller:
             async with asyncio.timeout(timeout):
                 if reader is None or writer is None or origin != self._origin:
                     self._close()
-                    reader, writer = await _open_stamped(*origin, self.meter)
+                    context = self.context if tls else None
+                    reader, writer = await _open_stamped(*origin, self.meter, context, self.tls_meter)
                     self._reader, self._writer, self._origin, new = reader, writer, origin, True
                     sock = writer.get_extra_info("socket")
                     if sock is not None:

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ from urllib.parse import quote, urlsplit
 from clients import EventStreamError, EventStreamParser, HandshakeRejected, Subscriber, SubscriberError
 
 from .meter import WireMeter
+from .tls import TLSMeter, open_tls
 
 __all__ = [
     "HANDSHAKE_TIMEOUT",
@@ -325,6 +327,8 @@ class LeanSSESubscriber(Subscriber):
         channel: str,
         *,
         meter: WireMeter | None = None,
+        context: ssl.SSLContext | None = None,
+        tls_meter: TLSMeter | None = None,
         path: str = "/channels/{channel}/sse",
         decode: SSEDecode | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -335,10 +339,14 @@ class LeanSSESubscriber(Subscriber):
         self.meter = meter
         """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme != "http":
-            raise ValueError(f"not an http:// URL: {base_url!r}")
+        if parts.scheme not in ("http", "https") or (parts.scheme == "https") != (context is not None):
+            raise ValueError(f"not an http:// URL, or an https:// one without a TLS context: {base_url!r}")
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if context is not None else 80)
+        self.context = context
+        """TLS (in memory, :mod:`bench.agents.tls`) for an ``https://`` URL: :attr:`meter` counts the clear bytes."""
+        self.tls_meter = tls_meter
+        """Where the TLS bytes on the wire are counted, if anywhere."""
         self.idle_timeout = idle_timeout
         self.max_size = max_size
         self.decode: SSEDecode = decode if decode is not None else lab_sse_message
@@ -373,7 +381,10 @@ class LeanSSESubscriber(Subscriber):
         conn = _Connection(self, self._request())
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await loop.create_connection(lambda: conn, self.host, self.port)
+                if self.context is not None:
+                    await open_tls(lambda: conn, self.host, self.port, self.context, self.tls_meter, self.host)
+                else:
+                    await loop.create_connection(lambda: conn, self.host, self.port)
                 try:
                     await conn.opened
                 except HandshakeRejected as exc:

@@ -45,6 +45,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,7 @@ from clients import HandshakeRejected, Subscriber, SubscriberError
 
 from .messages import Decode, lab_message
 from .meter import WireMeter
+from .tls import TLSMeter, open_tls
 
 __all__ = ["HANDSHAKE_TIMEOUT", "LeanWebSocketSubscriber", "WebSocketClosed", "accept_key"]
 
@@ -289,6 +291,8 @@ class LeanWebSocketSubscriber(Subscriber):
         *,
         max_size: int = MAX_SIZE,
         meter: WireMeter | None = None,
+        context: ssl.SSLContext | None = None,
+        tls_meter: TLSMeter | None = None,
         path: str = "/channels/{channel}/ws?after={after}",
         decode: Decode = lab_message,
         **kwargs: Any,
@@ -297,10 +301,15 @@ class LeanWebSocketSubscriber(Subscriber):
         self.meter = meter
         """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in ("http", "ws"):
-            raise ValueError(f"not an http:// or ws:// URL: {base_url!r}")
+        tls = parts.scheme in ("https", "wss")
+        if parts.scheme not in ("http", "ws", "https", "wss") or tls != (context is not None):
+            raise ValueError(f"not an http:// or ws:// URL, or a TLS one without a TLS context: {base_url!r}")
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if tls else 80)
+        self.context = context
+        """TLS (in memory, :mod:`bench.agents.tls`) for an ``https://`` URL: :attr:`meter` counts the clear bytes."""
+        self.tls_meter = tls_meter
+        """Where the TLS bytes on the wire are counted, if anywhere."""
         self.max_size = max_size
         """Largest message accepted, bytes (beyond: close ``1009`` and :class:`clients.SubscriberError`)."""
         self._netloc = parts.netloc
@@ -348,7 +357,10 @@ class LeanWebSocketSubscriber(Subscriber):
         conn = _Connection(self, request, key)
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await loop.create_connection(lambda: conn, self.host, self.port)
+                if self.context is not None:
+                    await open_tls(lambda: conn, self.host, self.port, self.context, self.tls_meter, self.host)
+                else:
+                    await loop.create_connection(lambda: conn, self.host, self.port)
                 try:
                     await conn.opened
                 except HandshakeRejected as exc:
