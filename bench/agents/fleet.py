@@ -43,16 +43,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.agents import nchan
+from bench.agents.h2 import H2Group, H2Poller, H2SSESubscriber, HpackStats
 from bench.agents.http import BarePoller
 from bench.agents.meter import WireMeter
 from bench.agents.socketio import SocketIOSubscriber
 from bench.agents.sse import LeanSSESubscriber
+from bench.agents.tls import TLSMeter, client_context
 from bench.agents.websocket import LeanWebSocketSubscriber
 from bench.contract.payload import decode_payload
 from bench.process import commands, say
@@ -120,6 +123,13 @@ class FleetConfig:
     """Socket.IO's ``websocket``: connect with the official client's handshake (polling, then upgrade)."""
     drop_every_s: float | None = None
     """Abort every subscriber's connection this often (the resume test); ``None``: never."""
+    http: str = "1.1"
+    """``2``: long-poll, polling and SSE subscribers speak HTTP/2 over TLS (:mod:`bench.agents.h2`); WebSocket stays
+    HTTP/1.1 (over TLS)."""
+    cert_path: str | None = None
+    """The run's certificate, the only one trusted: set when ``url`` is ``https://`` (the proxy's TLS listener)."""
+    streams_per_connection: int = 1
+    """HTTP/2: this many consecutive subscribers share one connection (each its own stream)."""
 
 
 @dataclass(slots=True)
@@ -150,23 +160,68 @@ class FleetRecorder:
             self.delivery.record_us((event.recv_ns - event.ts) / 1000)
 
 
+@dataclass(slots=True)
+class _Secure:
+    """What a fleet process's subscribers share over TLS: the context, the TLS meter, HTTP/2's connections."""
+
+    config: FleetConfig
+    meter: WireMeter
+    tls_meter: TLSMeter = field(default_factory=TLSMeter)
+    hpack: HpackStats = field(default_factory=HpackStats)
+    groups: list[H2Group] = field(default_factory=list)
+    made: int = 0
+    """Subscribers given a connection so far (the group of the next one: ``made // streams_per_connection``)."""
+
+    def context(self, alpn: str) -> ssl.SSLContext:
+        assert self.config.cert_path is not None, "an https:// URL needs the run's certificate (cert_path)"
+        return client_context(self.config.cert_path, [alpn])
+
+    def group(self) -> H2Group:
+        """The HTTP/2 connection of the next subscriber: ``streams_per_connection`` consecutive ones share one."""
+        index = self.made // max(1, self.config.streams_per_connection)
+        self.made += 1
+        if index == len(self.groups):
+            h2_context = self.context("h2")
+            self.groups.append(
+                H2Group(self.config.url, h2_context, meter=self.meter, tls_meter=self.tls_meter, hpack=self.hpack)
+            )
+        return self.groups[index]
+
+
 def _make_subscriber(
     config: FleetConfig,
     channel: str,
     on_event: Callable[[Received], None],
     phase: float = 0.0,
     meter: WireMeter | None = None,
+    secure: _Secure | None = None,
 ) -> Subscriber:
-    """One subscriber of ``config.transport`` on ``config.server``; the lean ones count their bytes in ``meter``."""
+    """One subscriber of ``config.transport`` on ``config.server``; the lean ones count their bytes in ``meter``.
+
+    With ``secure`` (an ``https://`` URL: the proxy's TLS listener), over TLS, the TLS bytes counted in its meter;
+    with ``config.http`` ``2`` the HTTP ones over HTTP/2 on the connections it shares out.
+    """
     if config.server != "lab":
         return _peer_subscriber(config, channel, on_event, phase, meter)
+    h2 = secure is not None and config.http == "2" and config.transport in ("longpoll", "polling", "sse")
+    if h2:
+        assert secure is not None
+        group = secure.group()
+        if config.transport == "sse":
+            return H2SSESubscriber(group, channel, on_event=on_event)
+    context = secure.context("http/1.1") if secure is not None else None
+    tls_meter = secure.tls_meter if secure is not None else None
+
+    def poller() -> BarePoller | H2Poller:
+        return H2Poller(group) if h2 else BarePoller(meter, context=context, tls_meter=tls_meter)
+
     if config.transport == "longpoll":
         return LongPollSubscriber(
             config.url,
             channel,
             timeout=config.poll_timeout_s,
             margin=POLL_MARGIN_S,
-            poller=BarePoller(meter),
+            poller=poller(),
             on_event=on_event,
         )
     if config.transport == "polling":
@@ -176,16 +231,20 @@ def _make_subscriber(
             interval=config.poll_interval_s or 1.0,
             phase=phase,
             margin=POLL_MARGIN_S,
-            poller=BarePoller(meter),
+            poller=poller(),
             on_event=on_event,
         )
     if config.transport == "websocket" and config.compression:
         # permessage-deflate: wsproto's, through clients' subscriber (its bytes are metered by the relay)
         return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
     if config.transport in ("websocket", "floor"):  # the floor speaks the same WebSocket to the same client
-        return LeanWebSocketSubscriber(config.url, channel, meter=meter, on_event=on_event)
+        return LeanWebSocketSubscriber(
+            config.url, channel, meter=meter, context=context, tls_meter=tls_meter, on_event=on_event
+        )
     if config.transport == "sse":
-        return LeanSSESubscriber(config.url, channel, meter=meter, on_event=on_event)
+        return LeanSSESubscriber(
+            config.url, channel, meter=meter, context=context, tls_meter=tls_meter, on_event=on_event
+        )
     raise ValueError(f"unknown transport {config.transport!r}")
 
 
@@ -220,6 +279,8 @@ def _peer_subscriber(
 
 def _connected(sub: Subscriber) -> bool:
     """Whether ``sub`` is subscribed: events published from now on reach it."""
+    if isinstance(sub, H2SSESubscriber):  # one connection counted for the streams sharing it: its stream is open
+        return sub.streaming
     if isinstance(sub, SocketIOSubscriber):
         # In its room once the CONNECT ack came back. Over polling or the upgrade, a request or a connection is not
         # yet the room: events emitted before the ack never reach the session (a first peers run counted them
@@ -245,7 +306,7 @@ def _drop(sub: Subscriber) -> bool:
     if drop is not None:
         return bool(drop())
     poller = getattr(sub, "poller", None)
-    return isinstance(poller, BarePoller) and poller.abort()
+    return isinstance(poller, BarePoller | H2Poller) and poller.abort()
 
 
 async def _dropper(subs: list[Subscriber], every_s: float, rng: random.Random, stop: asyncio.Event) -> None:
@@ -292,7 +353,20 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     rng = random.Random(config.seed)
     interval = config.poll_interval_s or 1.0
     meter = WireMeter()
-    subs = [_make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval), meter) for ch in config.channels]
+    secure = _Secure(config, meter) if config.url.startswith("https://") else None
+    subs = [
+        _make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval), meter, secure)
+        for ch in config.channels
+    ]
+
+    def snapshot() -> dict[str, Any]:
+        """The byte meters now: the clear (or HTTP/2 frame) bytes, the TLS bytes and the header blocks if any."""
+        out: dict[str, Any] = {"wire": meter.as_dict()}
+        if secure is not None:
+            out["tls"] = secure.tls_meter.as_dict()
+            out["hpack"] = secure.hpack.as_dict()
+        return out
+
     tasks = [asyncio.create_task(s.run(stop)) for s in subs]
     helpers = [asyncio.create_task(_ticker(lag, stop))]
     if config.throttle > 0:
@@ -317,7 +391,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
                     helpers.append(asyncio.create_task(dropper))
                 lag[0] = LatencyHistogram()
                 cpu0, wall0 = time.process_time_ns(), time.monotonic()
-                say({"window": _total_stats(subs), "wire": meter.as_dict()})
+                say({"window": _total_stats(subs), **snapshot()})
             elif cmd["cmd"] == "drain":
                 last_published = last = {str(k): int(v) for k, v in cmd["last_seq"].items()}
                 until = time.monotonic() + float(cmd["timeout"])
@@ -329,7 +403,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
                 used = (cpu1 - cpu0) / 1e9
                 cpu_percent = 100.0 * used / max(wall1 - wall0, 1e-9)
                 drained = all(s.tracker.cursor >= last.get(s.channel, 0) for s in subs)
-                say({"drained": drained, "stats": _total_stats(subs), "wire": meter.as_dict()})
+                say({"drained": drained, "stats": _total_stats(subs), **snapshot()})
             elif cmd["cmd"] == "stop":
                 break
     finally:
@@ -350,7 +424,7 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
         "foreign": recorder.foreign,
         "counters": counters.as_dict(),
         "stats": _total_stats(subs),
-        "wire": meter.as_dict(),
+        **snapshot(),
         "end_to_end": recorder.end_to_end.encode(),
         "delivery": recorder.delivery.encode(),
         "clamped": {"end_to_end": recorder.end_to_end.clamped, "delivery": recorder.delivery.clamped},
@@ -391,7 +465,17 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "loop_lag_max_ms": [float(v) / 1000 for v in lag_max],
         "errors": [e for r in reports for e in r["errors"]],
         "reasons": saturation_reasons(cpu, lag_p99),
+        **{key: _sum_counts(r.get(key) for r in reports) for key in ("tls", "hpack") if any(key in r for r in reports)},
     }
+
+
+def _sum_counts(counts: Iterable[dict[str, int] | None]) -> dict[str, int]:
+    """Counters of several processes added up, key by key (a process without them adds nothing)."""
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, value in (one or {}).items():
+            total[key] = total.get(key, 0) + int(value)
+    return total
 
 
 async def _serve() -> None:

@@ -472,6 +472,11 @@ class H2SSESubscriber(Subscriber):
         """Abort the shared connection (as a network failure would): every stream on it reconnects."""
         return self.group.abort()
 
+    @property
+    def streaming(self) -> bool:
+        """A stream is open and its ``200`` checked: events published from now on reach this subscriber."""
+        return self._parser is not None
+
     def _sink(self, data: bytes, recv_ns: int, recv_mono_ns: int) -> None:
         """Body bytes of the open stream into the parser; each event into the message path."""
         self._last_recv_mono_ns = recv_mono_ns
