@@ -42,6 +42,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from bench.contract.schema import Result, Run
 
+from .hero import HERO_STEM, draw_hero
 from .peers import Point, peer_points
 from .sweeps import AXES, Sweep, find_sweeps
 from .tables import bytes_per_event, events_per_response, lab_results
@@ -113,9 +114,32 @@ def _new_figure(ncols: int = 1, width: float = 6.2, height: float = 4.6) -> tupl
     return fig, list(axes)
 
 
+def _plain_log_labels(fig: Figure) -> None:
+    """Label log axes with plain numbers (0.5, 2, 10, 300), not ``6 x 10^0``: a reader reads them at a glance.
+
+    Minor ticks get a label (2 and 5 of each decade) only when the axis spans less than two decades. Axes with
+    a formatter of their own (the spectrum's percentiles) keep it.
+    """
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in fig.axes:
+        for axis, scale, lims in (
+            (ax.yaxis, ax.get_yscale(), ax.get_ylim()),
+            (ax.xaxis, ax.get_xscale(), ax.get_xlim()),
+        ):
+            if scale != "log" or isinstance(axis.get_major_formatter(), FuncFormatter):
+                continue
+            axis.set_major_formatter(plain)
+            low, high = sorted(lims)
+            if low > 0 and high / low < 100:
+                axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+            else:
+                axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
 def _finish(
     fig: Figure, run: Run, out: Path, stem: str, title: str, marks: _Marks, notes: Sequence[str] = ()
 ) -> tuple[Path, Path]:
+    _plain_log_labels(fig)
     fig.suptitle(title, fontsize=12, fontweight="bold")
     lines = list(notes)
     if marks.loss:
@@ -229,9 +253,10 @@ def _legend(ax: Axes, marks: _Marks | None = None, **kwargs: Any) -> None:
         ax.legend(handles, labels, **{"fontsize": 7.5, **kwargs})
 
 
-def _log_if_wide(ax: Axes, values: Iterable[float], axis: str = "y") -> None:
+def _log_if_wide(ax: Axes, values: Iterable[float], axis: str = "y", factor: float = 30) -> None:
+    """A log scale when the values span more than ``factor`` (a linear one reads better below)."""
     vals = [v for v in values if v and v > 0]
-    if vals and max(vals) / min(vals) > 30:
+    if vals and max(vals) / min(vals) > factor:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
@@ -268,7 +293,7 @@ class _Writer:
             get = AXES[sweep.axis]
             last = max((get(r.scenario) for r in sweep.results), key=_sortable)
             at_last = [r for r in sweep.results if get(r.scenario) == last]
-            groups.append((sweep.stem_suffix, f"{sweep.label} at {sweep.axis} = {_fmt(last)}", at_last))
+            groups.append((sweep.stem_suffix, f"{sweep.label}, {sweep.axis.replace('_', ' ')} {_fmt(last)}", at_last))
         for stem, name, group in groups:
             results = [r for r in group if not r.scenario.idle and r.end_to_end.count > 0]
             if not results:
@@ -433,6 +458,23 @@ class _Writer:
             marks,
         )
 
+    def hero(self) -> None:
+        """The README's first chart (:mod:`.hero`): delivery latency in transits under random arrivals."""
+        fig = draw_hero(self.run)
+        if fig is None:
+            return
+        invalid = any(not r.valid for r in self.lab if r.scenario.arrivals == "poisson" and r.scenario.link.one_way_ms)
+        self.save(
+            fig,
+            HERO_STEM,
+            "Delivery latency in transits under random arrivals: long polling against WebSocket",
+            "share of events delivered within x one-way delays, one line per repetition; 1 transit is push, "
+            "3 the long-poll worst case of RFC 6202 §2.2",
+            "Latency under network delay",
+            _Marks(invalid=invalid),
+            ["delivery latency: receive time minus the bus's publish time (HdrHistogram, µs), over the one-way delay"],
+        )
+
     def transits(self, sweep: Sweep) -> None:
         delayed = [r for r in sweep.results if r.scenario.link.one_way_ms > 0]
         if not delayed:
@@ -449,16 +491,18 @@ class _Writer:
                 _points(ax, rows, series, marks)
             for level, text in MODEL_TRANSITS.items():
                 ax.axhline(level, color="black", linestyle=":" if level == 1 else "-.", linewidth=0.9, label=text)
-            ax.set_yscale("log")
+            _log_if_wide(ax, [1.0, *(float(y) for y in ax.get_ylim())], factor=8)
+            if ax.get_yscale() == "linear":
+                ax.set_ylim(0, None)
             ax.set_xlabel("emulated one-way delay (ms)")
-            ax.set_ylabel(f"{label} latency in transits (latency ÷ one-way delay)")
+            ax.set_ylabel(f"end-to-end latency {label} in transits (÷ one-way delay)")
             ax.set_title(label, fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             _legend(ax, marks)
         self.save(
             fig,
             f"transits--{sweep.stem_suffix}",
-            f"Latency in transits versus one-way delay — {sweep.label}",
+            f"End-to-end latency in transits versus one-way delay — {sweep.label}",
             "how many one-way trips a delivery costs: push needs 1; long polling up to 3 (RFC 6202 §2.2)",
             "Latency under network delay",
             marks,
@@ -552,7 +596,7 @@ class _Writer:
             for level, text in MODEL_TRANSITS.items():
                 ax.axhline(level, color="black", linestyle=":" if level == 1 else "-.", linewidth=0.9, label=text)
             ax.set_xticks(range(len(keys)), [k for k, _ in keys])
-            ax.set_ylabel("latency in transits (latency ÷ one-way delay)")
+            ax.set_ylabel("end-to-end latency in transits (÷ one-way delay)")
             ax.set_ylim(0, None)
             ax.grid(True, axis="y", alpha=0.3)
             _legend(ax, marks, fontsize=7)
@@ -719,6 +763,7 @@ def write_charts(run: Run, out_dir: Path) -> list[Chart]:
     """Draw every chart the run's results support into ``out_dir`` (PNG and SVG); return them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     w = _Writer(run, out_dir)
+    w.hero()
     w.spectra()
     for sweep in find_sweeps(run.results):
         if sweep.axis == "one_way_ms":

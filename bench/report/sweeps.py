@@ -51,8 +51,39 @@ class Sweep:
 
     @property
     def label(self) -> str:
-        extra = ", ".join(f"{k} {v}" for k, v in self.split)
-        return f"sweep '{self.name}'" + (f" ({extra})" if extra else "")
+        """What the sweep holds fixed, in words a reader knows (subscribers, rate, arrivals...), for chart titles.
+
+        Parameters that vary inside the sweep (its axis, and the split's) are named only by the split's values.
+        """
+        fixed: list[str] = []
+        scenarios = [r.scenario for r in self.results]
+
+        def same(get: Callable[[Scenario], Any]) -> Any:
+            values = {get(s) for s in scenarios}
+            return next(iter(values)) if len(values) == 1 else None
+
+        varying = {self.axis, *(k for k, _ in self.split)}
+        if "subscribers" not in varying and (n := same(lambda s: s.subscribers)) is not None:
+            fixed.append(f"{n:,} subscriber{'s' if n != 1 else ''}")
+        if "rate" not in varying and (rate := same(lambda s: s.rate)) is not None:
+            fixed.append(f"{rate:g} ev/s")
+        if "burst" not in varying and (burst := same(lambda s: s.burst)) and burst > 1:
+            gap = same(lambda s: s.burst_gap_ms)
+            fixed.append(f"bursts of {burst}" + (f" {gap:g} ms apart" if gap else ""))
+        if same(lambda s: s.arrivals) == "poisson":
+            fixed.append("random (Poisson) arrivals")
+        if "layout" not in varying and same(lambda s: s.layout) == "per-subscriber":
+            fixed.append("one channel per subscriber")
+        if "one_way_ms" not in varying and (ow := same(lambda s: s.link.one_way_ms)):
+            fixed.append(f"{ow:g} ms one way")
+        fixed += [f"{k.replace('_', ' ')} {_words(v)}" for k, v in self.split]
+        return ", ".join(fixed) if fixed else self.name
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def find_sweeps(results: Iterable[Result]) -> list[Sweep]:
