@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import ssl
 import time
@@ -144,8 +145,16 @@ class FleetRecorder:
     """Warm-up events accepted."""
     foreign: int = 0
     """Events whose payload is not a benchmark payload."""
+    reads: int = 0
+    """Reads that delivered measured events to a subscriber: its events with the same receive time are one read's
+    (a lump: a buffering proxy's shows here)."""
+    largest_read: int = 0
+    """The most measured events one read delivered to one subscriber."""
+    _last: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per subscriber: the receive time of its latest measured event and how many that read gave it so far."""
 
-    def on_event(self, event: Received) -> None:
+    def on_event(self, event: Received, sub: int = 0) -> None:
+        """One accepted event of subscriber number ``sub``."""
         try:
             _index, intended_mono_ns, warm, _number = decode_payload(event.data)
         except ValueError:
@@ -155,6 +164,12 @@ class FleetRecorder:
             self.warm += 1
             return
         self.delivered += 1
+        mono, run = self._last.get(sub, (-1, 0))
+        if event.recv_mono_ns != mono:  # every event of one read carries the read's time
+            mono, run = event.recv_mono_ns, 0
+            self.reads += 1
+        self._last[sub] = (mono, run + 1)
+        self.largest_read = max(self.largest_read, run + 1)
         self.end_to_end.record_us((event.recv_mono_ns - intended_mono_ns) / 1000)
         if event.ts is not None:  # a peer that does not stamp its messages has no delivery latency
             self.delivery.record_us((event.recv_ns - event.ts) / 1000)
@@ -355,8 +370,10 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     meter = WireMeter()
     secure = _Secure(config, meter) if config.url.startswith("https://") else None
     subs = [
-        _make_subscriber(config, ch, recorder.on_event, rng.uniform(0, interval), meter, secure)
-        for ch in config.channels
+        _make_subscriber(
+            config, ch, functools.partial(recorder.on_event, sub=i), rng.uniform(0, interval), meter, secure
+        )
+        for i, ch in enumerate(config.channels)
     ]
 
     def snapshot() -> dict[str, Any]:
@@ -421,6 +438,8 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
         "subscribers": len(subs),
         "delivered_measured": recorder.delivered,
         "delivered_warm": recorder.warm,
+        "reads": recorder.reads,
+        "largest_read": recorder.largest_read,
         "foreign": recorder.foreign,
         "counters": counters.as_dict(),
         "stats": _total_stats(subs),
@@ -455,6 +474,8 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "subscribers": sum(r["subscribers"] for r in reports),
         "delivered_measured": sum(r["delivered_measured"] for r in reports),
+        "reads": sum(int(r.get("reads", 0)) for r in reports),
+        "largest_read": max((int(r.get("largest_read", 0)) for r in reports), default=0),
         "foreign": sum(r["foreign"] for r in reports),
         "counters": counters.as_dict(),
         "stats": stats,

@@ -105,6 +105,60 @@ _LATENCY = _obj(
 
 _SCENARIO = record_schema()
 
+_NULLABLE_OBJ: dict[str, Any] = {"type": ["object", "null"]}
+
+_PROXY = _obj(
+    {
+        "name": {"enum": ["nginx"]},
+        "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+        "options": _obj(
+            {
+                "http": {"enum": ["1.1", "2"]},
+                "tls": {"type": "boolean"},
+                "streams_per_connection": {"type": "integer", "minimum": 1},
+                "sse_buffering": {"type": "boolean"},
+                "workers": {"type": "integer", "minimum": 1},
+                "config": _STR,
+                "publisher": {"enum": ["direct"]},
+            }
+        ),
+        "cpu_s": _NUM0,
+        "cpu_us_per_event": _RATIO,
+        # TLS bytes on the wire over the window (the fleet's TLS meters), handshakes apart; null without TLS
+        "tls": {
+            **_obj(
+                {
+                    **{k: _INT0 for k in ("up", "down", "handshake_up", "handshake_down", "handshakes")},
+                    "steady": _obj({"up": _INT0, "down": _INT0}),
+                    "per_event": _obj({"up": _RATIO, "down": _RATIO}),
+                }
+            ),
+            **_NULLABLE_OBJ,
+        },
+        # HTTP/2 header blocks over the whole run, the first on each connection apart; null over HTTP/1.1
+        "hpack": {
+            **_obj(
+                {
+                    k: _INT0
+                    for k in (
+                        "connections",
+                        "first_request_bytes",
+                        "later_request_bytes",
+                        "later_requests",
+                        "first_response_bytes",
+                        "first_responses",
+                        "later_response_bytes",
+                        "later_responses",
+                    )
+                }
+            ),
+            **_NULLABLE_OBJ,
+        },
+        # how the measured events came: per subscriber, the events one read delivered (a buffering proxy's lumps)
+        "reads": _obj({"reads": _INT0, "events_per_read": _RATIO, "largest_read": _INT0}),
+    }
+)
+
 RESULT_SCHEMA: dict[str, Any] = _obj(
     {
         "schema": {"const": SCHEMA_VERSION},
@@ -181,7 +235,8 @@ RESULT_SCHEMA: dict[str, Any] = _obj(
         "valid": {"type": "boolean"},
         "flags": {"type": "array", "items": {"enum": list(FLAGS)}, "uniqueItems": True},
     },
-    optional={"status": {"const": "ok"}},
+    # the proxy in front of the lab's server (scenario proxy = "nginx"); absent without one
+    optional={"status": {"const": "ok"}, "proxy": _PROXY},
 )
 """JSON Schema of one scenario repetition file that ran (``status`` is ``ok``, or absent in older files)."""
 

@@ -44,10 +44,11 @@ from bench.process import Child
 from .capture import write_capture, write_socketio_capture
 from .memory import run_memory
 from .meta import run_meta
+from .proxy import Nginx
 from .record import assemble_result, failed_result, update_latest, utc_now, write_json
 from .server import READY_TIMEOUT_S, RunError, ServerHandle, launch_server
 
-__all__ = ["RunError", "ServerHandle", "run_one", "run_profile", "selected", "shard"]
+__all__ = ["RunError", "ServerHandle", "proxy_problem", "run_one", "run_profile", "selected", "shard"]
 
 DRAIN_TIMEOUT_S = 15.0
 """Longest wait, after the last publish, for every subscriber to reach the last seq (plus the link's delay)."""
@@ -94,6 +95,33 @@ def _wire_totals(answers: list[dict[str, Any]]) -> dict[str, int]:
     return total
 
 
+def proxy_problem(scenario: Scenario, transport: str) -> str | None:
+    """Why the scenario's proxy, TLS and HTTP version fields make no sense together for ``transport`` (or None).
+
+    HTTP/2 and TLS are nginx's (the lab's server speaks plain HTTP/1.1), so both need ``proxy = "nginx"``; several
+    streams per connection need HTTP/2; nginx stands in front of the lab's own server only (a peer brings its own
+    front end); the buffering trap is nginx's.
+    """
+    tls = scenario.tls or scenario.http == "2"
+    if scenario.proxy == "none":
+        if scenario.http == "2":
+            return 'http = "2" needs proxy = "nginx" (the lab\'s server speaks HTTP/1.1; HTTP/2 is the proxy\'s)'
+        if scenario.tls:
+            return 'tls = true needs proxy = "nginx" (the proxy ends TLS; the lab\'s server has none)'
+        if scenario.proxy_buffering:
+            return 'proxy_buffering = true needs proxy = "nginx"'
+    if scenario.streams_per_connection > 1 and scenario.http != "2":
+        return 'streams_per_connection > 1 needs http = "2" (HTTP/1.1 has one request at a time per connection)'
+    if scenario.proxy != "none":
+        if scenario.server != "lab":
+            return f"proxy = {scenario.proxy!r} stands in front of the lab's server only, not {scenario.server!r}"
+        if scenario.kind != "transport" or transport == "floor":
+            return f"proxy = {scenario.proxy!r} applies to transport runs of the lab's server, not {transport!r}"
+        if tls and transport == "websocket" and scenario.compression:
+            return "compressed WebSocket (clients' own subscriber) has no TLS in the fleet"
+    return None
+
+
 def _sleep_until(mono_ns: int) -> None:
     delay = (mono_ns - time.monotonic_ns()) / 1e9
     if delay > 0:
@@ -102,6 +130,10 @@ def _sleep_until(mono_ns: int) -> None:
 
 def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) -> dict[str, Any]:
     """Run one scenario x transport x repetition; returns its raw result (docs/results.md)."""
+    problem = proxy_problem(scenario, transport)
+    if problem is not None:
+        raise RunError(f"scenario {scenario.name!r}: {problem}")
+    tls = scenario.tls or scenario.http == "2"
     started_utc, t_start = utc_now(), time.monotonic()
     channels = scenario.channels
     unique_channels = list(dict.fromkeys(channels))
@@ -142,26 +174,41 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             stack.callback(publisher.stop)
         server = launch_server(scenario, transport, history, log)
         stack.callback(server.stop)
-        # The relay is in the data path only to emulate a link (and for compressed WebSocket, whose client is
-        # clients' own, which has no byte meter); otherwise the fleet connects straight to the server and its
-        # subscribers count their own bytes (bench.agents.meter).
-        relay: RelayProcess | None = None
-        if not scenario.link.is_loopback or (transport == "websocket" and scenario.compression):
-            relay = RelayProcess(("127.0.0.1", server.port), scenario.link).start()  # one upstream per connection
-            stack.callback(relay.stop)
         # Runs first on the way out: every process gets SIGTERM at once, then each stop() waits for its own.
         for child in [server.child, *fleets, *([publisher] if publisher else [])]:
             stack.callback(child.terminate)
         server.wait_ready()
+        # nginx (docs/nginx/lab.conf) after the server, before the relay and the fleet; stopped in `finally`.
+        nginx: Nginx | None = None
+        front = ("127.0.0.1", server.port)
+        if scenario.proxy == "nginx":
+            nginx = Nginx(front, sse_buffering=scenario.proxy_buffering, workers=1)
+            stack.callback(nginx.stop)
+            nginx.start()
+            port = nginx.plain_port
+            if tls:  # HTTP/2 offered by ALPN on the first; WebSocket over TLS asks for http/1.1 there too
+                port = nginx.tls_port if scenario.http == "2" else nginx.tls_h1_port
+            front = ("127.0.0.1", port)
+            mark(f"nginx {nginx.versions.get('nginx', '?')} in front, subscribers to port {port}")
+        # The relay is in the data path only to emulate a link (and for compressed WebSocket, whose client is
+        # clients' own, which has no byte meter); otherwise the fleet connects straight to the server (or nginx)
+        # and its subscribers count their own bytes (bench.agents.meter).
+        relay: RelayProcess | None = None
+        if not scenario.link.is_loopback or (transport == "websocket" and scenario.compression):
+            relay = RelayProcess(front, scenario.link).start()  # one upstream per connection
+            stack.callback(relay.stop)
+        # Behind a proxy the fleet's meters count, the relay only delays: they see the HTTP (or HTTP/2) bytes in the
+        # clear and the TLS bytes apart, where the relay would see ciphertext only.
+        relay_meters = relay is not None and nginx is None
         mark("server ready" + (" behind the relay" if relay else ""))
         rss_start = server.rss_bytes()
         if publisher is not None:
-            plan.url = server.publish_base  # straight to the server, never through the relay
+            plan.url = server.publish_base  # straight to the server, never through the relay or the proxy
             publisher.send({"cmd": "plan", "plan": _fields(plan)})
         for shard_index, (fleet, part) in enumerate(zip(fleets, parts, strict=True)):
             config = FleetConfig(
                 transport=transport,
-                url=f"http://127.0.0.1:{relay.port if relay else server.port}",
+                url=f"{'https' if tls else 'http'}://127.0.0.1:{relay.port if relay else front[1]}",
                 channels=part,
                 poll_timeout_s=scenario.poll_timeout_s,
                 poll_interval_s=scenario.poll_interval_s,
@@ -171,6 +218,9 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 server=scenario.server,
                 upgrade=scenario.upgrade,
                 drop_every_s=scenario.drop_every_s,
+                http=scenario.http,
+                cert_path=nginx.cert_path if nginx is not None and tls else None,
+                streams_per_connection=scenario.streams_per_connection,
             )
             fleet.send({"cmd": "config", "config": _fields(config)})
         for fleet in fleets:
@@ -197,10 +247,11 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             publisher.send({"cmd": "start", "t0": t0})
         _sleep_until(t0 + round(scenario.warmup_s * 1e9))
         cpu0, stats0 = server.cpu_seconds(), server.stats()
+        proxy_cpu0 = nginx.cpu_seconds() if nginx is not None else 0.0
         for fleet in fleets:
             fleet.send({"cmd": "window"})
         opened = [fleet.expect("window", READY_TIMEOUT_S) for fleet in fleets]
-        wire0 = _relay_totals(relay.snapshot()) if relay else _wire_totals(opened)
+        wire0 = _relay_totals(relay.snapshot()) if relay and relay_meters else _wire_totals(opened)
         window_stats0 = [w["window"] for w in opened]
         pub_report: dict[str, Any] | None = None
         last_seq: dict[str, int] = {}
@@ -215,8 +266,9 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
             fleet.send({"cmd": "drain", "last_seq": last_seq, "timeout": drain_timeout})
         drained = [fleet.expect("drained", drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
         mark("drained")
-        wire1 = _relay_totals(relay.snapshot()) if relay else _wire_totals(drained)
+        wire1 = _relay_totals(relay.snapshot()) if relay and relay_meters else _wire_totals(drained)
         cpu1, stats1 = server.cpu_seconds(), server.stats()
+        proxy_cpu1 = nginx.cpu_seconds() if nginx is not None else 0.0
         rss_end = server.rss_bytes()
         if server.exited():
             server_errors.append("the server exited during the run")
@@ -252,14 +304,14 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         requests = stats1["requests"]["longpoll"] - stats0["requests"]["longpoll"]
     elif server.peer is not None and transport in ("longpoll", "polling"):
         requests = int(merged["window_stats"].get("requests", 0))  # no /stats: the subscribers' own count
-    return assemble_result(
+    result = assemble_result(
         scenario_block=scenario.block(transport),
         repetition=repetition,
         started_utc=started_utc,
         wall_s=time.monotonic() - t_start,
         publisher=pub_report,
         fleet=merged,
-        relay_window={"steady": steady, "handshake": handshake, "meter": "relay" if relay else "client"},
+        relay_window={"steady": steady, "handshake": handshake, "meter": "relay" if relay_meters else "client"},
         server_window={
             "cpu_s": cpu1 - cpu0,
             "rss_bytes": rss_end,
@@ -270,6 +322,67 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         idle_seconds=idle_seconds,
         server_errors=server_errors,
     )
+    if nginx is not None:
+        result["proxy"] = proxy_block(
+            nginx, scenario, tls, proxy_cpu1 - proxy_cpu0, opened, drained, merged, int(merged["delivered_measured"])
+        )
+    return result
+
+
+def _ratio(value: float, events: int) -> float | None:
+    return value / events if events else None
+
+
+def proxy_block(
+    nginx: Nginx,
+    scenario: Scenario,
+    tls: bool,
+    cpu_s: float,
+    opened: list[dict[str, Any]],
+    drained: list[dict[str, Any]],
+    merged: dict[str, Any],
+    delivered: int,
+) -> dict[str, Any]:
+    """The raw result's ``proxy`` block (docs/results.md): nginx's own CPU, the TLS bytes, HPACK, the reads.
+
+    TLS bytes are the window's (the fleet's TLS meters at the window's edges, the handshakes apart); HPACK's
+    header blocks are the whole run's (a connection's first request is made before the window opens).
+    """
+    tls_block: dict[str, Any] | None = None
+    if tls:
+        keys = ("up", "down", "handshake_up", "handshake_down", "handshakes")
+        start = {k: sum(int(a.get("tls", {}).get(k, 0)) for a in opened) for k in keys}
+        end = {k: sum(int(a.get("tls", {}).get(k, 0)) for a in drained) for k in keys}
+        window = {k: end[k] - start[k] for k in keys}
+        steady = {"up": window["up"] - window["handshake_up"], "down": window["down"] - window["handshake_down"]}
+        tls_block = {
+            **window,
+            "steady": steady,
+            "per_event": {"up": _ratio(steady["up"], delivered), "down": _ratio(steady["down"], delivered)},
+        }
+    hpack = merged.get("hpack") if scenario.http == "2" else None
+    return {
+        "name": "nginx",
+        "versions": dict(nginx.versions),
+        "options": {
+            "http": scenario.http,
+            "tls": tls,
+            "streams_per_connection": scenario.streams_per_connection,
+            "sse_buffering": scenario.proxy_buffering,
+            "workers": nginx.workers,
+            "config": "docs/nginx/lab.conf",
+            "publisher": "direct",
+        },
+        "cpu_s": cpu_s,
+        "cpu_us_per_event": _ratio(cpu_s * 1e6, delivered),
+        "tls": tls_block,
+        "hpack": dict(hpack) if hpack else None,
+        "reads": {
+            "reads": int(merged.get("reads", 0)),
+            "events_per_read": _ratio(delivered, int(merged.get("reads", 0))),
+            "largest_read": int(merged.get("largest_read", 0)),
+        },
+    }
 
 
 def _fields(obj: PublishPlan | FleetConfig) -> dict[str, Any]:
