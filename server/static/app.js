@@ -5,8 +5,11 @@
 // WebSocketSubscriber and SSESubscriber are thin I/O loops that feed it and
 // reconnect with backoff from its cursor (SSE: the browser's EventSource
 // reconnects by itself with Last-Event-ID); Pane renders one subscriber;
-// Chart draws the latency series on a <canvas> by hand. Wire format:
-// docs/protocol.md.
+// Chart draws the latency series on a <canvas> by hand, with the 1- and
+// 3-transit model lines when the page is under a delay; Swimlane draws each
+// transport's timeline (polls sent, held, answered; frames pushed) from the
+// page's own timestamps; LinkProbe measures the round trip to /healthz.
+// Wire format: docs/protocol.md. The delay mode: docs/demo.md.
 //
 // Safety: event data is shown with textContent only. Nothing received from
 // the server is ever parsed as HTML.
@@ -21,8 +24,34 @@ const LATENCY_WINDOW = 200; // live events behind the last/median/max figures
 const CHART_POINTS = 120; // most recent seqs drawn on the chart
 const DATA_PREVIEW = 200; // characters of a payload shown in a list
 const AUTO_MAX_IN_FLIGHT = 4; // the auto publisher skips a tick beyond this (a browser opens 6 per host)
+const TIMELINE_MAX = 400; // polls and arrivals kept per pane for the swimlane
+const PROBES = 5; // sequential GET /healthz per round-trip measurement
+const PROBE_EVERY_MS = 30000; // how often the round trip is measured again
+
+/**
+ * The emulated link the page is under, as the launcher says (`?delay=<ms one way>`, docs/demo.md); null on a
+ * direct connection. The page checks it itself: LinkProbe measures the round trip and shows both.
+ */
+const LINK_DELAY_MS = parseMs(new URLSearchParams(location.search).get("delay"), 0, 60000, null);
+/** The gap between the two events of "publish a pair" (`?gap=<ms>`, default 3). */
+const PAIR_GAP_MS = parseMs(new URLSearchParams(location.search).get("gap"), 0, 10000, 3);
+
+function parseMs(text, min, max, fallback) {
+  if (text === null || text.trim() === "") return fallback;
+  const v = Number(text);
+  return Number.isFinite(v) && v >= min && v <= max ? v : fallback;
+}
 
 const utf8 = new TextEncoder();
+
+/**
+ * Bytes of a server-to-client WebSocket frame carrying ``payload`` bytes (RFC 6455, 5.2): 2 bytes of header up
+ * to 125, 4 up to 65,535, 10 beyond; a server's frames are not masked. Exact for the lab's server, which sends
+ * each message as one frame, uncompressed unless --ws-compression on.
+ */
+function wsFrameBytes(payload) {
+  return payload + (payload <= 125 ? 2 : payload <= 65535 ? 4 : 10);
+}
 
 /** Bytes of a string as UTF-8: what a body or text frame payload weighed. */
 function utf8Length(text) {
@@ -120,7 +149,10 @@ class Pane {
     this.tracker = new Tracker();
     this.transfers = 0;
     this.bytes = 0;
+    this.wire = 0; // bytes down as the wire carries them (docs/demo.md: how, per transport)
     this.reconnects = 0;
+    this.polls = []; // long poll only: {sent, answered} page timestamps, for the swimlane
+    this.arrivals = []; // {seq, ts, at}: the server's publish stamp and the page's arrival time, ms
     this.latencies = []; // live events only, newest last, LATENCY_WINDOW at most
     this.points = new Map(); // seq -> latency ms, for the chart
     this.list.replaceChildren();
@@ -137,18 +169,36 @@ class Pane {
   }
 
   /** One HTTP response body, one WebSocket frame or one SSE event's data, of ``bytes`` bytes. */
-  transfer(bytes) {
+  transfer(bytes, wire = 0) {
     this.transfers += 1;
     this.bytes += bytes;
+    this.wire += wire;
     this.changed();
+  }
+
+  /** Bytes seen on the wire apart from a transfer (a long poll's Resource Timing entry comes later). */
+  addWire(bytes) {
+    this.wire += bytes;
+    this.changed();
+  }
+
+  /** A long poll sent now: returns its record, whose ``answered`` the subscriber sets. */
+  pollSent() {
+    const poll = { sent: nowMs(), answered: null };
+    this.polls.push(poll);
+    if (this.polls.length > TIMELINE_MAX) this.polls.shift();
+    return poll;
   }
 
   event(ev) {
     const fresh = this.tracker.event(ev.seq);
     const tsMs = ev.ts / 1e6;
-    const latency = nowMs() - tsMs;
+    const at = nowMs();
+    const latency = at - tsMs;
     const history = tsMs < this.since;
     if (fresh && !history) {
+      this.arrivals.push({ seq: ev.seq, ts: tsMs, at });
+      if (this.arrivals.length > TIMELINE_MAX) this.arrivals.shift();
       this.latencies.push(latency);
       if (this.latencies.length > LATENCY_WINDOW) this.latencies.shift();
       this.points.set(ev.seq, latency);
@@ -160,6 +210,8 @@ class Pane {
     const li = document.createElement("li");
     li.className = "event" + (history ? " history" : "") + (fresh ? "" : " duplicate");
     li.dataset.seq = String(ev.seq);
+    li.dataset.transfer = String(this.transfers); // which answer, frame or SSE event brought it
+    if (!history) li.dataset.latency = latency.toFixed(3);
     li.append(
       span("seq", "#" + ev.seq),
       span("lat", history ? "history" : latency.toFixed(1) + " ms"),
@@ -177,6 +229,7 @@ class Pane {
   reset(after, lastSeq) {
     this.tracker.reset();
     this.points.clear();
+    this.arrivals = [];
     this.notice(`reset: cursor ${after} is ahead of the channel (last seq ${lastSeq}); starting again from 0`);
   }
 
@@ -200,6 +253,7 @@ class Pane {
       events: t.delivered,
       transfers: this.transfers,
       bytes: this.bytes,
+      wire: this.wire,
       missing: t.missing,
       duplicate: t.duplicate,
       out_of_order: t.outOfOrder,
@@ -258,15 +312,19 @@ class LongPollSubscriber {
     while (!this.stopped) {
       const url = `/channels/${this.channel}/poll?after=${pane.tracker.cursor}&timeout=${POLL_TIMEOUT_S}${tokenQuery()}`;
       let body;
+      const poll = pane.pollSent();
       try {
         const resp = await fetch(url, { signal: this.abort.signal, cache: "no-store" });
         const text = await resp.text();
+        poll.answered = nowMs();
         if (this.stopped) return;
+        // Its wire bytes (headers included) come from its Resource Timing entry: see WireMeter.
         pane.transfer(utf8Length(text));
         if (!resp.ok) throw new Error(`HTTP ${resp.status}: ${text.slice(0, 120)}`);
         body = JSON.parse(text);
       } catch (err) {
         if (this.stopped) return;
+        if (poll.answered === null) poll.answered = nowMs();
         failures += 1;
         pane.reconnects += 1;
         const wait = backoffMs(failures);
@@ -319,7 +377,8 @@ class WebSocketSubscriber {
     };
     ws.onmessage = (msg) => {
       if (this.stopped || typeof msg.data !== "string") return;
-      pane.transfer(utf8Length(msg.data));
+      const size = utf8Length(msg.data);
+      pane.transfer(size, wsFrameBytes(size));
       const obj = JSON.parse(msg.data);
       if (!("type" in obj)) pane.event(obj);
       else if (obj.type === "gap") pane.gap(obj.first, obj.last);
@@ -377,9 +436,13 @@ class SSESubscriber {
       this.failures = 0;
       pane.setState("open", "stream open, server pushes events");
     };
+    // The stream's bytes for one dispatched event, as the server frames it (server/sse.py): `event: <type>\n`
+    // for a notice, `id: <id>\n`, `data: <data>\n`, and a blank line (the lab's data is one line of JSON).
     const received = (msg) => {
       if (this.stopped) return null;
-      pane.transfer(utf8Length(msg.data));
+      const size = utf8Length(msg.data);
+      const named = msg.type === "message" ? 0 : utf8Length(`event: ${msg.type}\n`);
+      pane.transfer(size, named + utf8Length(`id: ${msg.lastEventId}\n`) + 6 + size + 2);
       return JSON.parse(msg.data);
     };
     es.onmessage = (msg) => {
@@ -411,26 +474,37 @@ class SSESubscriber {
   }
 }
 
-/** Every pane's latency, one line per transport, x = seq, drawn by hand. */
+/** A canvas sized to its CSS box at the device's pixel ratio: its 2D context and size in CSS pixels. */
+function fitCanvas(canvas) {
+  const dpr = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
+    canvas.width = Math.round(width * dpr);
+    canvas.height = Math.round(height * dpr);
+  }
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  return { ctx, width, height };
+}
+
+/**
+ * Every pane's latency, one line per transport, x = seq, drawn by hand. Under a delay (``transit``: the
+ * one-way delay in ms), dashed model lines at 1 transit (a push on an open connection) and 3 transits (an
+ * event that reaches the server while no poll is held: the answer travels back, the next poll comes, its
+ * answer travels back; RFC 6202, section 2.2).
+ */
 class Chart {
-  constructor(canvas, series) {
+  constructor(canvas, series, transit) {
     this.canvas = canvas;
     this.series = series; // [{pane, color}]
+    this.transit = transit; // ms one way, or null
   }
 
   draw() {
-    const canvas = this.canvas;
-    const dpr = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (canvas.width !== Math.round(width * dpr) || canvas.height !== Math.round(height * dpr)) {
-      canvas.width = Math.round(width * dpr);
-      canvas.height = Math.round(height * dpr);
-    }
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, width, height);
-    const pad = { left: 48, right: 12, top: 10, bottom: 26 };
+    const { ctx, width, height } = fitCanvas(this.canvas);
+    const pad = { left: 48, right: this.transit ? 122 : 12, top: 10, bottom: 26 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
 
@@ -440,6 +514,7 @@ class Chart {
     for (const s of this.series) {
       for (const [seq, v] of s.pane.points) if (seq >= firstSeq) maxLatency = Math.max(maxLatency, v);
     }
+    if (this.transit) maxLatency = Math.max(maxLatency, 3.3 * this.transit);
     const step = niceStep(Math.max(maxLatency, 1) / 4);
     const ticks = Math.max(1, Math.ceil(maxLatency / step));
     const top = ticks * step;
@@ -475,6 +550,25 @@ class Chart {
     ctx.fillText("ms", 0, -6);
     ctx.restore();
 
+    if (this.transit) {
+      ctx.save();
+      ctx.setLineDash([6, 4]);
+      ctx.strokeStyle = "#374151";
+      ctx.fillStyle = "#374151";
+      ctx.lineWidth = 1;
+      ctx.textAlign = "left";
+      ctx.textBaseline = "middle";
+      for (const n of [1, 3]) {
+        const yy = Math.round(y(n * this.transit)) + 0.5;
+        ctx.beginPath();
+        ctx.moveTo(pad.left, yy);
+        ctx.lineTo(width - pad.right, yy);
+        ctx.stroke();
+        ctx.fillText(`${n} transit${n > 1 ? "s" : ""} (${formatMs(n * this.transit)} ms)`, width - pad.right + 4, yy);
+      }
+      ctx.restore();
+    }
+
     for (const s of this.series) {
       const pts = [...s.pane.points].filter(([seq]) => seq >= firstSeq).sort((a, b) => a[0] - b[0]);
       ctx.strokeStyle = s.color;
@@ -489,6 +583,201 @@ class Chart {
         ctx.fill();
       }
     }
+  }
+}
+
+/**
+ * A swimlane timeline per transport, drawn from the page's own timestamps (its wall clock, which is the
+ * server's: one host). Lane "published": a tick at each event's server stamp (``ts``). Lane "long polling":
+ * each poll as a bar from the moment the page sent it to the moment its answer was read; under a delay the bar's
+ * darker middle, from sent + delay to answered - delay, is the time it was held on the server (inferred from
+ * the configured delay, not measured). Lanes "WebSocket" and "SSE": the open connection, and a dot per event
+ * pushed. A thin line joins each event's publish tick to its arrival on every lane: its slope is the latency.
+ */
+class Swimlane {
+  constructor(canvas, lanes, transit) {
+    this.canvas = canvas;
+    this.lanes = lanes; // [{label, pane, color, polls: bool}]
+    this.transit = transit;
+  }
+
+  /** The time window drawn: ``span`` ms up to the newest timestamp (the axis counts back from it). */
+  window() {
+    const span = this.transit ? Math.max(800, 9 * this.transit) : 300;
+    let end = 0;
+    for (const lane of this.lanes) {
+      for (const a of lane.pane.arrivals) end = Math.max(end, a.at);
+      for (const p of lane.pane.polls) end = Math.max(end, p.answered ?? p.sent);
+    }
+    return { start: end - span, end, span };
+  }
+
+  draw() {
+    const { ctx, width, height } = fitCanvas(this.canvas);
+    const left = 150;
+    const right = 12;
+    const top = 8;
+    const axis = 22;
+    const rows = this.lanes.length + 1; // + the publish lane
+    const laneH = (height - top - axis) / rows;
+    const { start, end, span } = this.window();
+    const x = (t) => left + ((t - start) / (span * 1.04)) * (width - left - right); // 4% room after the newest
+    const mid = (row) => top + laneH * (row + 0.5);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    ctx.fillStyle = "#374151";
+    const labels = ["published (server ts)", ...this.lanes.map((l) => l.label)];
+    labels.forEach((label, row) => {
+      ctx.fillText(label, left - 8, mid(row));
+      ctx.strokeStyle = "#f3f4f6";
+      ctx.beginPath();
+      ctx.moveTo(left, Math.round(top + laneH * (row + 1)) + 0.5);
+      ctx.lineTo(width - right, Math.round(top + laneH * (row + 1)) + 0.5);
+      ctx.stroke();
+    });
+
+    const step = niceStep(span / 8);
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    ctx.fillStyle = "#6b7280";
+    for (let k = 0; k * step <= span; k += 1) {
+      const t = end - k * step;
+      ctx.strokeStyle = "#e5e7eb";
+      ctx.beginPath();
+      ctx.moveTo(Math.round(x(t)) + 0.5, top);
+      ctx.lineTo(Math.round(x(t)) + 0.5, height - axis);
+      ctx.stroke();
+      ctx.fillText(k === 0 ? "newest" : `−${formatMs(k * step)} ms`, x(t), height - axis + 5);
+    }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(left, 0, width - left - right, height - axis);
+    ctx.clip();
+
+    const published = new Map(); // seq -> ts
+    for (const lane of this.lanes) for (const a of lane.pane.arrivals) published.set(a.seq, a.ts);
+    ctx.fillStyle = "#111827";
+    ctx.strokeStyle = "#111827";
+    ctx.textBaseline = "bottom";
+    ctx.textAlign = "center";
+    for (const [seq, ts] of published) {
+      if (ts < start || ts > end) continue;
+      ctx.beginPath();
+      ctx.moveTo(Math.round(x(ts)) + 0.5, mid(0) - 7);
+      ctx.lineTo(Math.round(x(ts)) + 0.5, mid(0) + 7);
+      ctx.lineWidth = 2;
+      ctx.stroke();
+      ctx.lineWidth = 1;
+    }
+
+    this.lanes.forEach((lane, i) => {
+      const row = i + 1;
+      const y = mid(row);
+      ctx.strokeStyle = lane.color;
+      ctx.fillStyle = lane.color;
+      if (lane.polls) {
+        const h = Math.min(14, laneH * 0.5);
+        for (const p of lane.pane.polls) {
+          const done = p.answered ?? end;
+          if (done < start || p.sent > end) continue;
+          ctx.globalAlpha = 0.25;
+          ctx.fillRect(x(p.sent), y - h / 2, Math.max(1, x(done) - x(p.sent)), h);
+          if (this.transit && p.answered !== null && done - p.sent > 2 * this.transit) {
+            ctx.globalAlpha = 0.6; // held on the server: inferred as sent + delay to answered - delay
+            ctx.fillRect(x(p.sent + this.transit), y - h / 2, x(done - this.transit) - x(p.sent + this.transit), h);
+          }
+          ctx.globalAlpha = 1;
+          ctx.strokeRect(x(p.sent) + 0.5, y - h / 2 + 0.5, Math.max(1, x(done) - x(p.sent)), h);
+          if (p.answered !== null) {
+            ctx.beginPath();
+            ctx.moveTo(x(done), y - h / 2 - 3);
+            ctx.lineTo(x(done), y + h / 2 + 3);
+            ctx.lineWidth = 2;
+            ctx.stroke();
+            ctx.lineWidth = 1;
+          }
+        }
+      } else {
+        ctx.globalAlpha = 0.35;
+        ctx.beginPath();
+        ctx.moveTo(left, y + 0.5);
+        ctx.lineTo(width - right, y + 0.5);
+        ctx.stroke();
+        ctx.globalAlpha = 1;
+      }
+      for (const a of lane.pane.arrivals) {
+        if (a.at < start || a.at > end) continue;
+        ctx.globalAlpha = 0.35;
+        ctx.beginPath();
+        ctx.moveTo(x(a.ts), mid(0) + 7);
+        ctx.lineTo(x(a.at), y);
+        ctx.stroke();
+        ctx.globalAlpha = 1;
+        ctx.beginPath();
+        ctx.arc(x(a.at), y, 3.5, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+    });
+    ctx.restore();
+  }
+}
+
+/**
+ * Measures the page's own round trip to the server, so the delay the page claims is one it checked:
+ * ``PROBES`` sequential ``GET /healthz`` (not cached), the median of their fetch-to-answer times.
+ */
+class LinkProbe {
+  constructor(onResult) {
+    this.onResult = onResult;
+    this.timer = null;
+  }
+
+  start() {
+    this.measure();
+    this.timer = setInterval(() => this.measure(), PROBE_EVERY_MS);
+  }
+
+  async measure() {
+    const times = [];
+    for (let i = 0; i < PROBES; i += 1) {
+      const started = performance.now();
+      try {
+        const resp = await fetch(`/healthz?probe=${i}`, { cache: "no-store" });
+        await resp.text();
+        if (!resp.ok) continue;
+      } catch {
+        continue;
+      }
+      times.push(performance.now() - started);
+    }
+    if (times.length === 0) return;
+    times.sort((a, b) => a - b);
+    this.onResult(times[Math.floor((times.length - 1) / 2)], times.length);
+  }
+}
+
+/**
+ * A long poll's bytes as the wire carried them down, from the Resource Timing API: ``transferSize`` is the
+ * answer's status line and headers plus its body as sent (same origin: no Timing-Allow-Origin needed). The
+ * request's own headers are not exposed to a page (docs/demo.md gives them as the relay counted them).
+ */
+class WireMeter {
+  constructor(demo) {
+    this.demo = demo;
+  }
+
+  start() {
+    if (typeof PerformanceObserver === "undefined") return;
+    performance.addEventListener?.("resourcetimingbufferfull", () => performance.clearResourceTimings());
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        const path = new URL(entry.name).pathname;
+        if (entry.initiatorType === "fetch" && path === `/channels/${this.demo.channel}/poll`) {
+          this.demo.longpoll.addWire(entry.transferSize);
+        }
+      }
+    }).observe({ type: "resource" });
   }
 }
 
@@ -546,17 +835,36 @@ class Demo {
     this.websocket = new Pane(document.querySelector('[data-pane="websocket"]'), schedule);
     this.sse = new Pane(document.querySelector('[data-pane="sse"]'), schedule);
     const css = getComputedStyle(document.documentElement);
-    this.chart = new Chart(document.getElementById("chart"), [
-      { pane: this.longpoll, color: css.getPropertyValue("--lp").trim() },
-      { pane: this.websocket, color: css.getPropertyValue("--ws").trim() },
-      { pane: this.sse, color: css.getPropertyValue("--sse").trim() },
-    ]);
+    const colors = ["--lp", "--ws", "--sse"].map((name) => css.getPropertyValue(name).trim());
+    this.chart = new Chart(
+      document.getElementById("chart"),
+      [
+        { pane: this.longpoll, color: colors[0] },
+        { pane: this.websocket, color: colors[1] },
+        { pane: this.sse, color: colors[2] },
+      ],
+      LINK_DELAY_MS,
+    );
+    this.swimlane = new Swimlane(
+      document.getElementById("swimlane"),
+      [
+        { label: "long polling", pane: this.longpoll, color: colors[0], polls: true },
+        { label: "WebSocket", pane: this.websocket, color: colors[1], polls: false },
+        { label: "SSE", pane: this.sse, color: colors[2], polls: false },
+      ],
+      LINK_DELAY_MS,
+    );
+    this.pairs = 0;
     this.status = document.getElementById("publish-status");
     window.addEventListener("resize", schedule);
   }
 
   init() {
     loadToken();
+    this.showLink();
+    new LinkProbe((rtt, n) => this.showRoundTrip(rtt, n)).start();
+    new WireMeter(this).start();
+    document.getElementById("pair").addEventListener("click", () => this.publishPair());
     const tokenInput = document.getElementById("token");
     tokenInput.value = labToken;
     document.getElementById("token-form").addEventListener("submit", (e) => {
@@ -631,6 +939,41 @@ class Demo {
     }
   }
 
+  /**
+   * Two events ``PAIR_GAP_MS`` apart, over HTTP like every publish of the page. Their latency is measured
+   * from the server's stamp (``ts``, set when the publish reaches the server), so the publish leg's delay
+   * is not in it.
+   */
+  async publishPair() {
+    this.pairs += 1;
+    const pair = this.pairs;
+    const first = this.publish(JSON.stringify({ pair, n: 1 }));
+    await sleep(PAIR_GAP_MS);
+    const second = this.publish(JSON.stringify({ pair, n: 2 }));
+    const [a, b] = await Promise.all([first, second]);
+    if (a && b) this.say(`published pair ${pair} (two events ${formatMs(PAIR_GAP_MS)} ms apart)`);
+  }
+
+  /** The delay the launcher says the page is under (docs/demo.md). */
+  showLink() {
+    document.getElementById("pair-gap").textContent = formatMs(PAIR_GAP_MS);
+    const el = document.getElementById("link-delay");
+    el.dataset.ms = LINK_DELAY_MS === null ? "" : String(LINK_DELAY_MS);
+    el.textContent =
+      LINK_DELAY_MS === null
+        ? "no delay set (a direct connection; make demo DELAY=100 puts the lab's relay in front)"
+        : `${formatMs(LINK_DELAY_MS)} ms each way (the lab's relay, make demo DELAY=${formatMs(LINK_DELAY_MS)}): ` +
+          `1 transit = ${formatMs(LINK_DELAY_MS)} ms, a round trip ${formatMs(2 * LINK_DELAY_MS)} ms`;
+  }
+
+  /** The round trip the page measured itself, beside what it was told. */
+  showRoundTrip(rtt, n) {
+    const el = document.getElementById("link-rtt");
+    el.dataset.ms = rtt.toFixed(3);
+    const transits = LINK_DELAY_MS ? ` = ${(rtt / LINK_DELAY_MS).toFixed(2)} transits` : "";
+    el.textContent = `${rtt.toFixed(1)} ms${transits} (median of ${n} GET /healthz)`;
+  }
+
   setRate(perSecond) {
     document.getElementById("rate-out").textContent = perSecond > 0 ? `${perSecond} events/s` : "off";
     clearInterval(this.autoTimer);
@@ -658,6 +1001,7 @@ class Demo {
       this.websocket.render();
       this.sse.render();
       this.chart.draw();
+      this.swimlane.draw();
     });
   }
 }

@@ -5,9 +5,14 @@ WebSocket, Server-Sent Events) list every event of the channel, in order,
 with no loss and no duplicate, and agree with each other; counters agree
 with the server; payloads are shown as text (a hostile ``<img onerror>``
 never runs); the automatic publisher drives every pane; every pane
-reconnects when the server goes away. No timing is asserted.
+reconnects when the server goes away. No timing is asserted, except in the
+delay mode, where the page runs behind the lab's relay (``python -m
+bench.run.demo``) and the assertion is in transits of that emulated link, with
+wide margins: the second event of a pair over long polling takes at least 2.5
+transits (RFC 6202's extra round trip), a WebSocket push under 1.5.
 
-Set ``LAB_DEMO_SCREENSHOT=docs/img/demo.png`` to save the page as the docs show it.
+Set ``LAB_DEMO_SCREENSHOT=docs/img/demo.png`` to save the page as the docs show it, and
+``LAB_DEMO_DELAY_SCREENSHOT=docs/img/demo-delay.png`` for the delay mode's sawtooth.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.process import Child
 from tests.support import ROOT, UNIT, run_server, wait_until
 
 pytestmark = pytest.mark.browser
@@ -244,3 +250,77 @@ def test_panes_reconnect_after_the_server_restarts(page: Any) -> None:
             notices = page.locator(f'[data-pane="{pane}"] .arrivals li.notice').all_text_contents()
             assert len(notices) == 1 and notices[0].startswith("reset: cursor 5 is ahead"), (pane, notices)
         assert dialogs == []
+
+
+DELAY_MS = 100
+"""The delay mode's link, one way: what ``make demo DELAY=100`` runs and docs/demo.md shows."""
+PAIRS = 6
+
+
+def rows(page: Any, pane: str) -> list[tuple[int, float, int]]:
+    """(seq, latency ms, which transfer brought it) of each live event a pane lists, by seq."""
+    found = page.eval_on_selector_all(
+        f'[data-pane="{pane}"] .arrivals li.event',
+        "els => els.map(e => [Number(e.dataset.seq), Number(e.dataset.latency), Number(e.dataset.transfer)])",
+    )
+    return sorted((int(s), float(lat), int(t)) for s, lat, t in found)
+
+
+def test_delay_mode_draws_the_pair_sawtooth_then_screenshot(page: Any) -> None:
+    """Behind the relay at 100 ms one way: pairs 3 ms apart, long polling pays 3 transits for the second event.
+
+    The second event of a pair reaches the server while the answer to the first is on its way back, so it waits
+    for that answer to arrive and the next poll to come (RFC 6202, 2.2). Unless the server batched the two into
+    one answer (it answers once the publishing request yields: on a busy machine that can be after the second
+    publish), which the RFC allows and the page shows as one transfer; most pairs must show the sawtooth.
+    """
+    launcher = Child(["-m", "bench.run.demo", "--delay", str(DELAY_MS), "--port", "0"], name="the demo launcher")
+    try:
+        ready = launcher.expect("url", 30 * UNIT)
+        channel = "pairs-" + uuid.uuid4().hex[:8]
+        page.goto(f"{ready['url']}&channel={channel}")
+        for pane in ("websocket", "sse"):
+            page.wait_for_selector(f'[data-pane="{pane}"] .conn[data-state="open"]')
+        assert page.get_attribute("#link-delay", "data-ms") == str(DELAY_MS)
+        page.wait_for_selector("#link-rtt[data-ms]")
+        rtt = float(page.get_attribute("#link-rtt", "data-ms"))
+        assert rtt >= 2 * DELAY_MS, "the page's own round trip crosses the link twice"
+        for k in range(1, PAIRS + 1):
+            page.wait_for_timeout(2 * DELAY_MS)  # the next poll is on the server again
+            page.click("#pair")
+            wait_for_events(page, 2 * k)
+        for pane in PANES:
+            c = counters(page, pane)
+            assert (c["events"], c["cursor"]) == (2 * PAIRS, 2 * PAIRS), pane
+            assert (c["missing"], c["duplicate"], c["out_of_order"]) == (0, 0, 0), pane
+            assert [r[0] for r in rows(page, pane)] == list(range(1, 2 * PAIRS + 1)), pane
+
+        transit = float(DELAY_MS)
+        for seq, latency, _ in rows(page, "websocket") + rows(page, "sse"):
+            assert latency >= transit, (seq, latency, "no push is faster than the link")
+        for seq, latency, _ in rows(page, "websocket"):
+            assert latency < 1.5 * transit, (seq, latency, "a WebSocket push is one transit")
+        lp = rows(page, "longpoll")
+        sawtooth = 0
+        for first, second in zip(lp[0::2], lp[1::2], strict=True):
+            assert first[1] >= transit and second[1] >= transit
+            if second[2] == first[2]:
+                continue  # batched: both events in one answer
+            assert second[1] >= 2.5 * transit, (first, second, "the second event of a pair waits three transits")
+            sawtooth += 1
+        assert sawtooth >= PAIRS // 2, (lp, "most pairs are answered one event at a time")
+
+        ws, sse = counters(page, "websocket"), counters(page, "sse")
+        assert ws["wire"] == ws["bytes"] + 2 * ws["transfers"], "a 2-byte header per frame of up to 125 bytes"
+        fields = sum(len(f"id: {seq}\n") + len("data: ") + 2 for seq in range(1, 2 * PAIRS + 1))
+        assert sse["wire"] == sse["bytes"] + fields
+        # Each long-poll answer's Resource Timing entry (status line, headers, body) arrives after its body.
+        assert wait_until(
+            lambda: (c := counters(page, "longpoll"))["wire"] >= c["bytes"] + 100 * c["transfers"], 10 * UNIT, 0.1
+        ), counters(page, "longpoll")
+
+        target = os.environ.get("LAB_DEMO_DELAY_SCREENSHOT")
+        if target:
+            page.screenshot(path=str(ROOT / target), full_page=True)
+    finally:
+        launcher.stop(10 * UNIT)
