@@ -93,24 +93,20 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
     def read_requestline(self) -> str:
         first = self._served == 0
         self._served += 1
-        self._deadline = gevent.Timeout.start_new(
-            self.header_timeout if first else KEEPALIVE, _HeadersLate("request line")
-        )
+        self._arm(self.header_timeout if first else KEEPALIVE)
         try:
             line: str = super().read_requestline()
         except _HeadersLate:
-            self._deadline = None
             if first:
                 self._refuse()
             return ""  # handle_one_request closes the connection on an empty line
         except BaseException:
-            self._stop_deadline()
+            self._disarm()
             raise
         if not line:
-            self._stop_deadline()
+            self._disarm()
         elif not first:  # the next request began: its headers get the header deadline
-            self._stop_deadline()
-            self._deadline = gevent.Timeout.start_new(self.header_timeout, _HeadersLate("headers"))
+            self._arm(self.header_timeout)
         return line
 
     def read_request(self, raw_requestline: str) -> bool:
@@ -122,13 +118,24 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
                 errno.ECONNRESET, f"request headers not received within {self.header_timeout:g} s"
             ) from None
         finally:
-            self._stop_deadline()
+            self._disarm()
         return ok
 
-    def _stop_deadline(self) -> None:
+    def _arm(self, seconds: float) -> None:
+        """(Re)start the connection's one deadline timer (one per connection, not two per request)."""
+        if self._deadline is None:
+            self._deadline = gevent.Timeout(seconds, _HeadersLate())
+        else:
+            self._deadline.cancel()
+            self._deadline.seconds = seconds
+        self._deadline.start()
+
+    def _disarm(self) -> None:
         if self._deadline is not None:
-            self._deadline.close()
-            self._deadline = None
+            self._deadline.cancel()
+
+    def log_request(self) -> None:
+        """No access log (as the gunicorn runtimes): pywsgi formats the line even when it writes it nowhere."""
 
     def _refuse(self) -> None:
         """Answer ``408`` without waiting on the client, and have the connection closed."""
