@@ -90,6 +90,10 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
     _served = 0
     _deadline: gevent.Timeout | None = None
 
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        super().__init__(sock, address, server, rfile)
+        self._timers: dict[float, gevent.Timeout] = {}
+
     def read_requestline(self) -> str:
         first = self._served == 0
         self._served += 1
@@ -122,17 +126,19 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
         return ok
 
     def _arm(self, seconds: float) -> None:
-        """(Re)start the connection's one deadline timer (one per connection, not two per request)."""
-        if self._deadline is None:
-            self._deadline = gevent.Timeout(seconds, _HeadersLate())
-        else:
-            self._deadline.cancel()
-            self._deadline.seconds = seconds
-        self._deadline.start()
+        """Start the connection's deadline of ``seconds`` (a gevent timer's interval is fixed when it is made:
+        one timer per interval, made once per connection and restarted, not two new ones per request)."""
+        self._disarm()
+        timer = self._timers.get(seconds)
+        if timer is None:
+            timer = self._timers[seconds] = gevent.Timeout(seconds, _HeadersLate())
+        timer.start()
+        self._deadline = timer
 
     def _disarm(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
+            self._deadline = None
 
     def log_request(self) -> None:
         """No access log (as the gunicorn runtimes): pywsgi formats the line even when it writes it nowhere."""
