@@ -52,7 +52,7 @@ from typing import Any
 
 from bench.agents import nchan
 from bench.agents.h2 import H2Group, H2Poller, H2SSESubscriber, HpackStats
-from bench.agents.http import BarePoller
+from bench.agents.http import BarePoller, browser_headers
 from bench.agents.meter import WireMeter
 from bench.agents.socketio import SocketIOSubscriber
 from bench.agents.sse import LeanSSESubscriber
@@ -131,6 +131,9 @@ class FleetConfig:
     """The run's certificate, the only one trusted: set when ``url`` is ``https://`` (the proxy's TLS listener)."""
     streams_per_connection: int = 1
     """HTTP/2: this many consecutive subscribers share one connection (each its own stream)."""
+    request_headers: str = "bare"
+    """``browser``: the lab's HTTP/1.1 subscribers (and the WebSocket Upgrade) send Chromium's request headers
+    (:func:`bench.agents.http.browser_headers`) instead of the bare ones."""
 
 
 @dataclass(slots=True)
@@ -227,8 +230,13 @@ def _make_subscriber(
     context = secure.context("http/1.1") if secure is not None else None
     tls_meter = secure.tls_meter if secure is not None else None
 
+    browser = config.request_headers == "browser"
+
     def poller() -> BarePoller | H2Poller:
-        return H2Poller(group) if h2 else BarePoller(meter, context=context, tls_meter=tls_meter)
+        if h2:
+            return H2Poller(group)
+        headers = browser_headers("fetch", config.url) if browser else ()
+        return BarePoller(meter, context=context, tls_meter=tls_meter, headers=headers)
 
     if config.transport == "longpoll":
         return LongPollSubscriber(
@@ -254,11 +262,23 @@ def _make_subscriber(
         return WebSocketSubscriber(config.url, channel, compression=True, on_event=on_event)
     if config.transport in ("websocket", "floor"):  # the floor speaks the same WebSocket to the same client
         return LeanWebSocketSubscriber(
-            config.url, channel, meter=meter, context=context, tls_meter=tls_meter, on_event=on_event
+            config.url,
+            channel,
+            meter=meter,
+            context=context,
+            tls_meter=tls_meter,
+            on_event=on_event,
+            headers=browser_headers("websocket", config.url) if browser else (),
         )
     if config.transport == "sse":
         return LeanSSESubscriber(
-            config.url, channel, meter=meter, context=context, tls_meter=tls_meter, on_event=on_event
+            config.url,
+            channel,
+            meter=meter,
+            context=context,
+            tls_meter=tls_meter,
+            on_event=on_event,
+            headers=browser_headers("eventsource", config.url) if browser else None,
         )
     raise ValueError(f"unknown transport {config.transport!r}")
 

@@ -10,15 +10,22 @@ body of known length. Anything else is refused loudly rather than guessed.
 :class:`BarePoller` is the fleet's :class:`clients.Poller`: the I/O seam of
 :class:`clients.LongPollSubscriber` and :class:`clients.PollingSubscriber`,
 whose requests, answers, cursors, accounting and reconnects stay theirs.
+
+:func:`browser_headers` gives the request headers Chromium sends with ``fetch``, ``EventSource`` and
+``new WebSocket`` on a same-origin page (``bench/contract/browser_headers.json``, recorded from a real
+Chromium): what a scenario with ``request_headers = "browser"`` sends instead of the lean fleet's bare ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import NamedTuple, SupportsIndex
 from urllib.parse import urlsplit
 
@@ -27,7 +34,37 @@ from clients import PollAnswer, now_ns
 from .meter import WireMeter
 from .tls import TLSMeter, open_tls
 
-__all__ = ["Answer", "BarePoller", "StampedReader", "read_answer", "read_response"]
+__all__ = [
+    "BROWSER_HEADERS_FILE",
+    "REQUEST_HEADERS",
+    "Answer",
+    "BarePoller",
+    "StampedReader",
+    "browser_headers",
+    "read_answer",
+    "read_response",
+]
+
+BROWSER_HEADERS_FILE = Path(__file__).parent.parent / "contract" / "browser_headers.json"
+"""Chromium's request headers per kind of request, with where they come from (its ``about``)."""
+REQUEST_HEADERS = ("bare", "browser")
+"""The scenario field ``request_headers``: the lean fleet's bare requests, or a browser's headers."""
+
+
+@functools.cache
+def _browser_header_sets() -> dict[str, tuple[tuple[str, str], ...]]:
+    data = json.loads(BROWSER_HEADERS_FILE.read_text(encoding="utf-8"))
+    return {kind: tuple((str(n), str(v)) for n, v in data[kind]) for kind in ("fetch", "eventsource", "websocket")}
+
+
+def browser_headers(kind: str, base_url: str) -> tuple[tuple[str, str], ...]:
+    """Chromium's request headers for ``kind`` (``fetch``, ``eventsource`` or ``websocket``) from a page of
+    ``base_url``'s origin, in Chromium's order, ``Host`` left out (the caller writes its own first)."""
+    parts = urlsplit(base_url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    origin = f"{scheme}://{parts.netloc}"
+    return tuple((name, value.replace("{origin}", origin)) for name, value in _browser_header_sets()[kind])
+
 
 READ_LIMIT = 2**16
 """The stream reader's buffer limit (asyncio's default)."""
@@ -137,6 +174,7 @@ class BarePoller:
         *,
         context: ssl.SSLContext | None = None,
         tls_meter: TLSMeter | None = None,
+        headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.meter = meter
         """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere (in the clear)."""
@@ -144,13 +182,15 @@ class BarePoller:
         """The TLS context for ``https://`` URLs (:func:`bench.agents.tls.client_context`)."""
         self.tls_meter = tls_meter
         """Where the TLS bytes on the wire are counted, if anywhere."""
+        self.headers = dict(headers)
+        """Header lines every :meth:`get` sends after ``Host`` (a browser's, :func:`browser_headers`); none: bare."""
         self._origin: tuple[str, int] | None = None
         self._reader: StampedReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
     async def get(self, url: str, timeout: float) -> PollAnswer:
         """``GET url`` on the open connection (or a new one); a failed exchange raises :class:`OSError`."""
-        answer, new, recv_ns, recv_mono_ns = await self.request("GET", url, timeout)
+        answer, new, recv_ns, recv_mono_ns = await self.request("GET", url, timeout, self.headers)
         return PollAnswer(answer.status, answer.body, new, recv_ns, recv_mono_ns)
 
     async def request(

@@ -34,7 +34,7 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -333,9 +333,15 @@ class LeanSSESubscriber(Subscriber):
         decode: SSEDecode | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         max_size: int = 16 << 20,
+        headers: Iterable[tuple[str, str]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(channel, **kwargs)
+        self.headers: tuple[tuple[str, str], ...] = (
+            tuple(headers) if headers is not None else (("Accept", "text/event-stream"),)
+        )
+        """Header lines after ``Host`` (and before ``Last-Event-ID``): ``Accept`` alone by default; a browser's
+        (:func:`bench.agents.http.browser_headers`) replace them, their own ``Accept`` included."""
         self.meter = meter
         """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         parts = urlsplit(base_url.rstrip("/"))
@@ -372,9 +378,8 @@ class LeanSSESubscriber(Subscriber):
         target = self._path.format(channel=quote(self.channel, safe=""), after=cursor)
         resume = self.last_event_id if self.last_event_id is not None else (str(cursor) if cursor else "")
         last = f"Last-Event-ID: {resume}\r\n" if resume else ""
-        return (f"GET {target} HTTP/1.1\r\nHost: {self._netloc}\r\nAccept: text/event-stream\r\n{last}\r\n").encode(
-            "ascii"
-        )
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        return f"GET {target} HTTP/1.1\r\nHost: {self._netloc}\r\n{extra}{last}\r\n".encode("ascii")
 
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()

@@ -47,7 +47,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -295,9 +295,13 @@ class LeanWebSocketSubscriber(Subscriber):
         tls_meter: TLSMeter | None = None,
         path: str = "/channels/{channel}/ws?after={after}",
         decode: Decode = lab_message,
+        headers: Iterable[tuple[str, str]] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(channel, **kwargs)
+        self.extra_headers = tuple(headers)
+        """Header lines added to every Upgrade after the handshake's own (a browser's:
+        :func:`bench.agents.http.browser_headers`); none by default."""
         self.meter = meter
         """Where the bytes written and read are counted (:mod:`bench.agents.meter`), if anywhere."""
         parts = urlsplit(base_url.rstrip("/"))
@@ -348,11 +352,12 @@ class LeanWebSocketSubscriber(Subscriber):
     async def _session(self) -> None:
         loop = asyncio.get_running_loop()
         key = base64.b64encode(os.urandom(16)).decode("ascii")
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.extra_headers)
         request = (
             f"GET {self._target()} HTTP/1.1\r\n"
             f"Host: {self._netloc}\r\n"
             f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{self._headers()}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extra}{self._headers()}\r\n"
         ).encode("ascii")
         conn = _Connection(self, request, key)
         try:

@@ -218,6 +218,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 server=scenario.server,
                 upgrade=scenario.upgrade,
                 drop_every_s=scenario.drop_every_s,
+                request_headers=scenario.request_headers,
                 http=scenario.http,
                 cert_path=nginx.cert_path if nginx is not None and tls else None,
                 streams_per_connection=scenario.streams_per_connection,

@@ -176,21 +176,32 @@ def test_throttled_fleet_process_is_flagged_saturated(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "transport"),
+    ("runtime", "transport", "headers"),
     [
-        ("werkzeug", "longpoll"),
-        ("gevent", "longpoll"),
-        ("gevent", "polling"),
-        ("werkzeug", "websocket"),
-        ("gevent", "websocket"),
+        ("werkzeug", "longpoll", "bare"),
+        ("gevent", "longpoll", "bare"),
+        ("gevent", "polling", "bare"),
+        ("werkzeug", "websocket", "bare"),
+        ("gevent", "websocket", "bare"),
+        ("gevent", "longpoll", "browser"),
+        ("gevent", "sse", "browser"),
+        ("gevent", "websocket", "browser"),
     ],
 )
-def test_a_fleet_process_counts_every_event_exactly(tmp_path: Path, runtime: str, transport: str) -> None:
-    """The fleet's lean clients (bare HTTP poller, lean WebSocket) against the real server: every event once."""
+def test_a_fleet_process_counts_every_event_exactly(tmp_path: Path, runtime: str, transport: str, headers: str) -> None:
+    """The fleet's lean clients (bare HTTP poller, lean WebSocket, lean SSE) against the real server: every event
+    once, with bare requests and with Chromium's request headers (which the server must accept as a browser's)."""
     with run_server(runtime) as server, (tmp_path / "fleet.log").open("wb") as log:
         fleet = Child(["-m", "bench.agents.fleet"], log=log)
         try:
-            config = FleetConfig(transport, server.url, ["a", "b", "a"], poll_timeout_s=2.0, poll_interval_s=0.05)
+            config = FleetConfig(
+                transport,
+                server.url,
+                ["a", "b", "a"],
+                poll_timeout_s=2.0,
+                poll_interval_s=0.05,
+                request_headers=headers,
+            )
             fleet.send({"cmd": "config", "config": dataclasses.asdict(config)})
             assert fleet.expect("ready", 30 * UNIT)["ready"] is True
 
@@ -224,6 +235,8 @@ def test_a_fleet_process_counts_every_event_exactly(tmp_path: Path, runtime: str
     assert merged["errors"] == []
     if transport == "websocket":  # one connection each, every event a frame
         assert (merged["stats"]["connections"], merged["stats"]["frames"], merged["stats"]["requests"]) == (3, 45, 0)
+    elif transport == "sse":  # one stream (one request) each
+        assert merged["stats"]["connections"] == merged["stats"]["requests"] == 3
     else:
         assert merged["stats"]["requests"] > 0 and merged["stats"]["frames"] == 0
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 
-from bench.agents.http import Answer, BarePoller, StampedReader, read_response
+from bench.agents.http import (
+    BROWSER_HEADERS_FILE,
+    Answer,
+    BarePoller,
+    StampedReader,
+    browser_headers,
+    read_response,
+)
 from clients import PollAnswer
 from tests.support import UNIT
 
@@ -197,3 +205,47 @@ def test_bare_poller_answers_carry_the_read_time() -> None:
     before, got, after = asyncio.run(main())
     assert before < got.recv_mono_ns <= after
     assert abs(got.recv_ns - time.time_ns()) < 60 * 10**9  # a wall-clock time, in ns
+
+
+# --- browser-like request headers (request_headers = "browser") ---------------------------------
+
+
+def test_browser_headers_are_chromiums_recorded_set_with_this_origin() -> None:
+    data = json.loads(BROWSER_HEADERS_FILE.read_text(encoding="utf-8"))
+    assert data["chromium"] and "Playwright" in data["about"]
+    fetch = browser_headers("fetch", "http://127.0.0.1:8123")
+    names = [name for name, _ in fetch]
+    assert names == [name for name, _ in data["fetch"]]  # Chromium's order, kept
+    assert "Host" not in names and len(names) == len(set(names))
+    assert ("Referer", "http://127.0.0.1:8123/") in fetch
+    assert {"User-Agent", "Accept", "Accept-Encoding", "Accept-Language", "sec-ch-ua", "Sec-Fetch-Mode"} <= set(names)
+    events = dict(browser_headers("eventsource", "https://example.test"))
+    assert events["Accept"] == "text/event-stream" and events["Referer"] == "https://example.test/"
+    ws = dict(browser_headers("websocket", "ws://127.0.0.1:9/"))
+    assert ws["Origin"] == "http://127.0.0.1:9"
+    assert not {"Upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Extensions"} & set(ws)
+    # a browser's request head is several times the bare one (Host alone)
+    assert sum(len(f"{n}: {v}\r\n") for n, v in fetch) > 400
+
+
+def test_bare_poller_sends_the_headers_it_was_given_after_host_on_every_get() -> None:
+    async def main() -> tuple[list[bytes], int]:
+        ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+        server, port, heads = await serve_once([ok, ok])
+        headers = browser_headers("fetch", f"http://127.0.0.1:{port}")
+        poller = BarePoller(headers=headers)
+        try:
+            url = f"http://127.0.0.1:{port}/channels/c/poll?after=0&timeout=0"
+            await poller.get(url, 5 * UNIT)
+            await poller.get(url, 5 * UNIT)
+            return heads, port
+        finally:
+            await poller.aclose()
+            server.close()
+
+    heads, port = asyncio.run(main())
+    expected = "".join(f"{n}: {v}\r\n" for n, v in browser_headers("fetch", f"http://127.0.0.1:{port}"))
+    for head in heads:
+        assert head == (
+            f"GET /channels/c/poll?after=0&timeout=0 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{expected}\r\n"
+        ).encode("latin-1")

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.agents.http import browser_headers
 from bench.agents.meter import WireMeter
 from bench.agents.sse import ChunkedDecoder, LeanSSESubscriber, StreamEnded, lab_sse_message
 from clients import AsyncPublisher, EventStreamParser, Received, SSESubscriber, Subscriber, SubscriberError
@@ -381,3 +382,18 @@ def test_stopping_an_open_stream_leaves_no_unretrieved_exception(
         gc.collect()  # a future whose exception nobody retrieved is logged when it is collected
     assert [r.getMessage() for r in caplog.records] == []
     assert sub.stats.connections == 1
+
+
+def test_browser_headers_replace_the_bare_accept_and_keep_last_event_id() -> None:
+    headers = browser_headers("eventsource", "http://127.0.0.1:8000")
+    sub = LeanSSESubscriber("http://127.0.0.1:8000", "c", after=3, headers=headers)
+    head = sub._request().decode("ascii")
+    lines = head.split("\r\n")
+    assert lines[:2] == ["GET /channels/c/sse HTTP/1.1", "Host: 127.0.0.1:8000"]
+    assert lines[2 : 2 + len(headers)] == [f"{n}: {v}" for n, v in headers]
+    assert head.count("Accept: ") == 1 and "Accept: text/event-stream\r\n" in head
+    assert lines[2 + len(headers)] == "Last-Event-ID: 3" and head.endswith("\r\n\r\n")
+    bare = LeanSSESubscriber("http://127.0.0.1:8000", "c", after=3)._request()
+    assert bare == (
+        b"GET /channels/c/sse HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept: text/event-stream\r\nLast-Event-ID: 3\r\n\r\n"
+    )

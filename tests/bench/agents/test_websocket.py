@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bench.agents.frames import FrameParser, Opcode
+from bench.agents.http import browser_headers
 from bench.agents.meter import WireMeter
 from bench.agents.websocket import LeanWebSocketSubscriber, WebSocketClosed, accept_key
 from clients import AsyncPublisher, Received, Subscriber, SubscriberError
@@ -476,3 +477,25 @@ def test_only_plain_http_urls() -> None:
     with pytest.raises(ValueError):
         LeanWebSocketSubscriber("https://lab.example", "c")
     assert FrameParser().max_size == LeanWebSocketSubscriber("http://h:1", "c").max_size
+
+
+def test_browser_headers_follow_the_handshake_lines_on_every_upgrade() -> None:
+    headers = browser_headers("websocket", "http://127.0.0.1:8000")
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 1:
+            writer.write(event(1))
+            await writer.drain()
+            await asyncio.sleep(0.05)  # then drop: the second Upgrade carries them too
+        else:
+            await hold(reader, writer, n)
+
+    _sub, got, scripted, error = run_scripted(
+        {"after": 0, "headers": headers}, script, lambda s: s.stats.connections == 2
+    )
+    assert error is None and [r.seq for r in got] == [1]
+    for head in scripted.heads:
+        lines = head.decode("ascii").split("\r\n")
+        assert lines[5] == "Sec-WebSocket-Version: 13"
+        assert lines[6 : 6 + len(headers)] == [f"{n}: {v}" for n, v in headers]
+        assert "Origin: http://127.0.0.1:8000" in lines
