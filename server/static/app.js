@@ -53,6 +53,18 @@ function wsFrameBytes(payload) {
   return payload + (payload <= 125 ? 2 : payload <= 65535 ? 4 : 10);
 }
 
+/**
+ * Bytes of an HTTP/1.1 response head as the server sent it: the status line, each header line, the blank line,
+ * rebuilt from what the browser exposes. A same-origin fetch sees every response header (Set-Cookie aside,
+ * which the lab never sends), and neither a name's case nor the order changes a length. (Resource Timing's
+ * transferSize is no measurement of it: the Fetch standard makes it the body plus a flat 300 bytes.)
+ */
+function responseHeadBytes(resp) {
+  let n = utf8Length(`HTTP/1.1 ${resp.status} ${resp.statusText}\r\n`) + 2;
+  for (const [name, value] of resp.headers) n += utf8Length(`${name}: ${value}\r\n`);
+  return n;
+}
+
 /** Bytes of a string as UTF-8: what a body or text frame payload weighed. */
 function utf8Length(text) {
   return utf8.encode(text).length;
@@ -173,12 +185,6 @@ class Pane {
     this.transfers += 1;
     this.bytes += bytes;
     this.wire += wire;
-    this.changed();
-  }
-
-  /** Bytes seen on the wire apart from a transfer (a long poll's Resource Timing entry comes later). */
-  addWire(bytes) {
-    this.wire += bytes;
     this.changed();
   }
 
@@ -318,8 +324,8 @@ class LongPollSubscriber {
         const text = await resp.text();
         poll.answered = nowMs();
         if (this.stopped) return;
-        // Its wire bytes (headers included) come from its Resource Timing entry: see WireMeter.
-        pane.transfer(utf8Length(text));
+        const size = utf8Length(text); // the body is sent as is: no content coding, Content-Length framing
+        pane.transfer(size, responseHeadBytes(resp) + size);
         if (!resp.ok) throw new Error(`HTTP ${resp.status}: ${text.slice(0, 120)}`);
         body = JSON.parse(text);
       } catch (err) {
@@ -757,30 +763,6 @@ class LinkProbe {
   }
 }
 
-/**
- * A long poll's bytes as the wire carried them down, from the Resource Timing API: ``transferSize`` is the
- * answer's status line and headers plus its body as sent (same origin: no Timing-Allow-Origin needed). The
- * request's own headers are not exposed to a page (docs/demo.md gives them as the relay counted them).
- */
-class WireMeter {
-  constructor(demo) {
-    this.demo = demo;
-  }
-
-  start() {
-    if (typeof PerformanceObserver === "undefined") return;
-    performance.addEventListener?.("resourcetimingbufferfull", () => performance.clearResourceTimings());
-    new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) {
-        const path = new URL(entry.name).pathname;
-        if (entry.initiatorType === "fetch" && path === `/channels/${this.demo.channel}/poll`) {
-          this.demo.longpoll.addWire(entry.transferSize);
-        }
-      }
-    }).observe({ type: "resource" });
-  }
-}
-
 /** The smallest of 1, 2, 5 x 10^n that is >= v: a round tick step. */
 function niceStep(v) {
   const base = 10 ** Math.floor(Math.log10(v));
@@ -863,7 +845,6 @@ class Demo {
     loadToken();
     this.showLink();
     new LinkProbe((rtt, n) => this.showRoundTrip(rtt, n)).start();
-    new WireMeter(this).start();
     document.getElementById("pair").addEventListener("click", () => this.publishPair());
     const tokenInput = document.getElementById("token");
     tokenInput.value = labToken;
