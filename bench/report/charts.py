@@ -45,7 +45,7 @@ from bench.contract.schema import Result, Run
 from .hero import HERO_STEM, draw_hero
 from .peers import Point, peer_points
 from .sweeps import AXES, Sweep, find_sweeps
-from .tables import bytes_per_event, events_per_response, lab_results
+from .tables import byte_parts, bytes_per_event, events_per_response, lab_results
 
 __all__ = ["AXES", "Chart", "Sweep", "find_sweeps", "percentile_spectrum", "write_charts"]
 
@@ -426,6 +426,52 @@ class _Writer:
             ["overhead includes the event envelope (channel, seq, ts), HTTP headers or frame headers"],
         )
 
+    def bytes_decomposed(self) -> None:
+        """Bytes per event as stacked bars: payload, envelope, HTTP response head, framing, bytes up."""
+        parts = byte_parts(self.run)
+        if not parts:
+            return
+        fig = Figure(figsize=(11.5, 2.6 + 0.42 * len(parts)), layout="constrained")
+        ax = fig.subplots()
+        segments = [
+            ("payload", "payload", "#4d4d4d"),
+            ("envelope", "the lab's JSON envelope (channel, seq, ts)", "#9e9e9e"),
+            ("response_head", "HTTP response head", "#e6550d"),
+            ("framing", "framing: WebSocket frame header,\nSSE lines, long-poll answer's JSON wrapper", "#fdae6b"),
+            ("up", "up: HTTP request head\n(WebSocket, SSE: nothing per event)", "#3182bd"),
+        ]
+        labels = [p.label for p in parts]
+        left = [0.0] * len(parts)
+        for attr, label, color in segments:
+            widths = [max(0.0, float(getattr(p, attr))) for p in parts]
+            ax.barh(range(len(parts)), widths, left=left, color=color, label=label, height=0.62, zorder=2)
+            left = [a + b for a, b in zip(left, widths, strict=True)]
+        for i, p in enumerate(parts):
+            note = f"{p.total:.0f} B"
+            if p.requests_per_event:
+                note += f" ({p.requests_per_event:.2f} requests per event)"
+            ax.annotate(note, (left[i], i), xytext=(4, -3), textcoords="offset points", fontsize=7.5)
+        ax.set_yticks(range(len(parts)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(left) * 1.35)
+        ax.set_xlabel("bytes per delivered event, up + down (TCP payload, median of valid repetitions)")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        sc = next(r.scenario for r in self.lab if r.scenario.name == parts[0].scenario)
+        self.save(
+            fig,
+            "bytes-decomposed",
+            f"What the bytes of one event are: {sc.payload_bytes} B payload, {sc.subscribers} subscribers, "
+            f"{sc.rate:g} ev/s",
+            "bytes per event split by what they carry; rows with a browser's request headers send Chromium's",
+            "Bytes on the wire",
+            _Marks(),
+            [
+                "measured bytes per event; the event's JSON size is WebSocket's frame minus its RFC 6455 header, "
+                "the long-poll answer's head is capture.json's"
+            ],
+        )
+
     def runtimes(self, sweep: Sweep) -> None:
         names = sorted({r.scenario.runtime for r in sweep.results})
         fig, axes = _new_figure(3, width=4.4)
@@ -779,6 +825,7 @@ def write_charts(run: Run, out_dir: Path) -> list[Chart]:
             w.runtimes(sweep)
         else:
             w.latency_vs(sweep, sweep.axis.replace("_", " "), logx=False)
+    w.bytes_decomposed()
     w.cpu_vs_load()
     w.idle_cost()
     w.pairs()

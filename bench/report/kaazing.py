@@ -64,6 +64,11 @@ def mbps(bytes_per_message: float, clients: int, messages_per_second: float = PA
     return bytes_per_message * 8 * clients * messages_per_second / BITS_PER_MBIT
 
 
+BATCHED_BELOW = 0.8
+"""Requests per event below which a row is called batched: several events per request. Above it, a count of
+requests a little under one per event is the fencepost of a short window (14 polls for 15 events), not batching."""
+
+
 @dataclass(frozen=True)
 class PaperRow:
     """One transport of the paper's table: bytes per message and Mbps per client count."""
@@ -92,6 +97,8 @@ class MeasuredRow:
     bytes_per_event: float
     payload_bytes: int
     mbps: tuple[float, ...]
+    requests_per_event: float | None = None
+    """HTTP requests per delivered event (polling, long polling); below 1 a request carried several events."""
 
     @property
     def overhead_bytes(self) -> float:
@@ -121,29 +128,46 @@ def _pick(results: Sequence[Result]) -> list[Result]:
 
 
 def measured_table(run: Run) -> list[MeasuredRow]:
-    """The same table from this run's bytes per event, for each of polling, long polling, WebSocket and SSE it has."""
+    """The same table from this run's bytes per event, for each of polling, long polling, WebSocket and SSE it has.
+
+    The lean fleet's bare requests give one row per series; scenarios with a browser's request headers
+    (``request_headers = "browser"``) give rows of their own, named so. A polling or long-poll row says how many
+    events a request carried: below one request per event, its bytes per event are shared by a batch.
+    """
     rows = []
     lab = lab_results(run.results)  # a peer's bytes are its protocol's, not the lab's (the peers section has them)
     series = sorted(
         {r.scenario.series for r in lab if r.scenario.transport in ("polling", "longpoll", "websocket", "sse")}
     )
-    for name in series:
-        chosen = _pick([r for r in lab if r.scenario.series == name])
-        if not chosen:
-            continue
-        per_event = statistics.median(v for r in chosen if (v := bytes_per_event(r)) is not None)
-        sc = chosen[0].scenario
-        link = "loopback" if sc.link.is_loopback else f"one-way {sc.link.one_way_ms:g} ms"
-        link += ", COMPRESSED (permessage-deflate)" if sc.compression else ""
-        reps = ", ".join(f"r{r.repetition}" for r in chosen)
-        source = f"{sc.name} ({sc.rate_per_subscriber:g} ev/s per subscriber, {link}; median of {reps})"
-        rows.append(
-            MeasuredRow(
-                transport=name,
-                source=source,
-                bytes_per_event=per_event,
-                payload_bytes=sc.payload_bytes,
-                mbps=tuple(mbps(per_event, n) for n in PAPER_CLIENTS),
-            )
-        )
+    for headers in ("bare", "browser"):
+        for name in series:
+            chosen = _pick([r for r in lab if r.scenario.series == name and r.scenario.request_headers == headers])
+            if not chosen:
+                continue
+            rows.append(_row(name if headers == "bare" else f"{name}, a browser's request headers", chosen))
     return rows
+
+
+def _row(transport: str, chosen: Sequence[Result]) -> MeasuredRow:
+    per_event = statistics.median(v for r in chosen if (v := bytes_per_event(r)) is not None)
+    rpes = [v for r in chosen if (v := r.num("http", "requests_per_event")) is not None]
+    rpe = statistics.median(rpes) if rpes else None
+    sc = chosen[0].scenario
+    link = "loopback" if sc.link.is_loopback else f"one-way {sc.link.one_way_ms:g} ms"
+    link += ", COMPRESSED (permessage-deflate)" if sc.compression else ""
+    reps = ", ".join(f"r{r.repetition}" for r in chosen)
+    source = f"{sc.name} ({sc.rate_per_subscriber:g} ev/s per subscriber, {link}; median of {reps})"
+    if rpe is not None and rpe > 0:
+        batch = 1 / rpe
+        if rpe < BATCHED_BELOW:
+            source += f"; BATCHED: {batch:.2g} events per request, so its request bytes are shared {batch:.2g} ways"
+        else:
+            source += f"; {rpe:.2g} requests per event"
+    return MeasuredRow(
+        transport=transport,
+        source=source,
+        bytes_per_event=per_event,
+        payload_bytes=sc.payload_bytes,
+        mbps=tuple(mbps(per_event, n) for n in PAPER_CLIENTS),
+        requests_per_event=rpe,
+    )

@@ -39,6 +39,7 @@ from .tables import (
     LOSS_MARK,
     Group,
     beyond_one_transit,
+    byte_parts,
     bytes_per_event,
     format_number,
     markdown_table,
@@ -412,6 +413,58 @@ def _kaazing_section(run: Run) -> list[str]:
         lines += _table(("transport", "bytes per event", *clients, "measured in"), measured)
     else:
         lines.append("_No polling, long-poll, WebSocket or SSE result of the lab with bytes per event in this run._")
+    return lines + _bytes_parts_section(run)
+
+
+def _bytes_parts_section(run: Run) -> list[str]:
+    """What one event's bytes carry, per transport (the bytes-decomposed chart's numbers)."""
+    parts = byte_parts(run)
+    if not parts:
+        return []
+    rows = [
+        (
+            p.label,
+            p.scenario,
+            f"{p.payload:.0f}",
+            f"{p.envelope:.0f}",
+            f"{p.response_head:.0f}",
+            f"{p.framing:.1f}",
+            f"{p.up:.1f}",
+            f"{p.total:.0f}",
+            "" if not p.requests_per_event else f"{p.requests_per_event:.2f}",
+        )
+        for p in parts
+    ]
+    lines = [
+        "",
+        "**What those bytes carry** (per delivered event, medians of the valid repetitions at the payload sweep's "
+        "smallest payload, and rows with a browser's request headers). The event's JSON is the same bytes on every "
+        "transport: its size is WebSocket's frame minus the RFC 6455 header (2 bytes up to 125, 4 up to 65,535); "
+        "the long-poll answer's head is `capture.json`'s; framing is what is left of the bytes down.",
+        "",
+        *_table(
+            (
+                "transport",
+                "scenario",
+                "payload",
+                "envelope",
+                "response head",
+                "framing",
+                "up",
+                "total",
+                "requests per event",
+            ),
+            rows,
+        ),
+    ]
+    ws = next((p for p in parts if p.series == "websocket" and not p.browser), None)
+    if ws is not None:
+        lines += [
+            "",
+            f"WebSocket's {ws.total - ws.payload:.0f} bytes of overhead per event beside the paper's 2 are the lab's "
+            f"JSON envelope ({ws.envelope:.0f} B: channel, seq, ts) and a {ws.framing:.0f}-byte frame header: "
+            "the paper counts the frame alone, with no envelope around its payload.",
+        ]
     return lines
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from bench.contract.scenarios import Scenario
 from bench.contract.schema import Result, Run
 
+from .capture import load_capture
 from .sweeps import find_sweeps
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "INVALID_MARK",
     "LOSS_MARK",
     "BatchingRow",
+    "BytesParts",
     "CostRow",
     "Group",
     "IdleRow",
@@ -40,6 +42,7 @@ __all__ = [
     "TransitRow",
     "beyond_one_transit",
     "by_series",
+    "byte_parts",
     "bytes_per_event",
     "cost_rows",
     "events_per_response",
@@ -397,6 +400,119 @@ def cost_rows(run: Run, axis: str = "payload_bytes") -> list[CostRow]:
             )
         )
     return sorted(rows, key=lambda row: (row.payload_bytes, row.scenario, row.series))
+
+
+def _ws_frame_header(frame_bytes: float) -> int:
+    """RFC 6455 §5.2 header of an unmasked server frame of ``frame_bytes`` on the wire (header included)."""
+    if frame_bytes - 2 <= 125:
+        return 2
+    return 4 if frame_bytes - 4 <= 0xFFFF else 10
+
+
+@dataclass(frozen=True)
+class BytesParts:
+    """One scenario and series' measured bytes per delivered event, split by what they carry.
+
+    From the raw files: ``bytes.per_event`` (median of the valid repetitions), the scenario's payload size,
+    WebSocket's frame header from its frame size (RFC 6455), and the long-poll answer's head from the run's
+    ``capture.json``. The event's JSON (envelope and payload) is serialized to the same bytes for every transport,
+    so its size is WebSocket's frame minus the frame header, in the same scenario.
+    """
+
+    scenario: str
+    series: str
+    browser: bool
+    """The subscribers sent a browser's request headers (``request_headers = "browser"``)."""
+    payload: float
+    envelope: float
+    """The lab's JSON around the payload: ``{"channel": ..., "seq": ..., "ts": ..., "data": ...}``."""
+    response_head: float
+    """HTTP response head per event (long poll and polling: the answer's head times requests per event)."""
+    framing: float
+    """The rest of the bytes down: WebSocket's frame header, SSE's ``id:``/``data:`` lines and chunk sizes, the
+    long-poll answer's JSON wrapper (``{"channel": ..., "events": [...]}``) per event."""
+    up: float
+    """Bytes up per event: the HTTP request (head) for polling and long polling; WebSocket and SSE send none
+    per event (a client frame would carry a 4-byte mask)."""
+    requests_per_event: float | None
+
+    @property
+    def label(self) -> str:
+        return self.series + (", browser headers" if self.browser else "")
+
+    @property
+    def total(self) -> float:
+        return self.payload + self.envelope + self.response_head + self.framing + self.up
+
+
+def byte_parts(run: Run) -> list[BytesParts]:
+    """Bytes per event decomposed, for the payload sweep's smallest payload and the scenarios with a browser's
+    request headers at the same payload (loopback, uncompressed, valid repetitions); sorted by series, bare first.
+
+    Empty when the run has no WebSocket result at that payload to size the event's JSON from.
+    """
+    sweeps = [s for s in find_sweeps(run.results) if s.axis == "payload_bytes"]
+    lab = [
+        r
+        for r in lab_results(run.results)
+        if r.scenario.link.is_loopback and not r.scenario.compression and not r.scenario.idle and r.valid
+    ]
+    if sweeps:
+        smallest = min(r.scenario.payload_bytes for r in sweeps[0].results)
+        names = {r.scenario.name for r in sweeps[0].results if r.scenario.payload_bytes == smallest}
+    else:
+        return []
+    chosen = [
+        r
+        for r in lab
+        if r.scenario.payload_bytes == smallest
+        and (r.scenario.name in names or r.scenario.request_headers == "browser")
+    ]
+    capture = load_capture(run.path)
+    head = float(capture.longpoll_response.head_size) if capture is not None else 0.0
+    groups: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    for r in chosen:
+        if r.scenario.transport in ("websocket", "longpoll", "polling", "sse"):
+            groups[(r.scenario.name, r.scenario.series)].append(r)
+
+    def median(results: Sequence[Result], *key: str) -> float | None:
+        values = [v for r in results if (v := r.num(*key)) is not None]
+        return statistics.median(values) if values else None
+
+    ws_down = [
+        d
+        for (_, series), rs in groups.items()
+        if series == "websocket" and (d := median(rs, "bytes", "per_event", "down"))
+    ]
+    if not ws_down:
+        return []
+    frame = statistics.median(ws_down)
+    event_json = frame - _ws_frame_header(frame)
+    rows = []
+    for (name, series), results in groups.items():
+        down = median(results, "bytes", "per_event", "down")
+        up = median(results, "bytes", "per_event", "up")
+        if down is None or up is None:
+            continue
+        rpe = median(results, "http", "requests_per_event")
+        response_head = head * rpe if rpe is not None else 0.0
+        rows.append(
+            BytesParts(
+                scenario=name,
+                series=series,
+                browser=results[0].scenario.request_headers == "browser",
+                payload=float(smallest),
+                envelope=event_json - smallest,
+                response_head=response_head,
+                framing=down - event_json - response_head,
+                up=up,
+                requests_per_event=rpe,
+            )
+        )
+    order = ["polling", "longpoll", "sse", "websocket"]
+    return sorted(
+        rows, key=lambda p: (p.browser, next((i for i, o in enumerate(order) if p.series.startswith(o)), 9), p.series)
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ EXPECTED_CHARTS = {
     "requests-per-event--rate",
     "latency-vs-subscribers--fanout-size",
     "bytes-vs-payload--payload",
+    "bytes-decomposed",
     "runtimes--runtime",
     "cpu-vs-load",
     "idle-cost",

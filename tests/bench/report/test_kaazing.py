@@ -7,6 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from bench.report.kaazing import (
+    BATCHED_BELOW,
     BITS_PER_MBIT,
     PAPER_CLIENTS,
     PAPER_FRAME_BYTES,
@@ -71,3 +72,18 @@ def test_measured_table_names_its_source_and_prefers_one_event_per_second(tmp_pa
         assert row.bytes_per_event == pytest.approx(sum(per_event) / 2)
         assert row.mbps == pytest.approx(tuple(mbps(row.bytes_per_event, n) for n in PAPER_CLIENTS))
         assert row.overhead_bytes == pytest.approx(row.bytes_per_event - 32)
+
+
+def test_a_batched_row_says_how_many_events_a_request_carried(tmp_path):
+    """Interval polling at 1 s with 10 ev/s: 5 polls carry 50 events, so its bytes per event are a batch's share."""
+    specs = [
+        Spec("poll", "p", rate=10, poll_interval_s=1.0, reps=1, transports=("polling",)),
+        Spec("lp", "p", rate=1, reps=1, transports=("longpoll",)),
+    ]
+    rows = {row.transport: row for row in measured_table(load_run(write_synthetic_run(tmp_path / "run", specs)))}
+    polling = next(row for name, row in rows.items() if name.startswith("polling"))
+    assert polling.requests_per_event == pytest.approx(0.1)
+    assert "BATCHED: 10 events per request" in polling.source
+    lp = rows["longpoll"]
+    assert lp.requests_per_event is not None and lp.requests_per_event > BATCHED_BELOW
+    assert "BATCHED" not in lp.source and "requests per event" in lp.source

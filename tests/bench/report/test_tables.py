@@ -13,6 +13,7 @@ from bench.report import load_run
 from bench.report.tables import (
     beyond_one_transit,
     by_series,
+    byte_parts,
     bytes_per_event,
     cost_rows,
     events_per_response,
@@ -249,3 +250,19 @@ def test_long_pollings_share_beyond_one_transit_against_the_model(tmp_path) -> N
     assert row.samples == 2 * 25  # two repetitions of 25 events
     assert 0.2 < row.measured < 0.6  # 2/5 expected; 50 samples
     assert row.model == pytest.approx(1 - math.exp(-5 * 0.1))
+
+
+def test_byte_parts_split_each_transports_bytes_by_what_they_carry(run_dir: Path) -> None:
+    """Synthetic bytes: a WebSocket event is payload + 60 B envelope + a 2-byte frame header, nothing up."""
+    parts = byte_parts(load_run(run_dir))
+    assert [p.series for p in parts] == ["longpoll", "websocket"]  # the payload sweep's smallest point (16 B)
+    by = {p.series: p for p in parts}
+    ws = by["websocket"]
+    assert (ws.payload, ws.envelope, ws.framing, ws.up, ws.response_head) == (16, 60, 2, 0, 0)
+    lp = by["longpoll"]
+    assert lp.payload == 16 and lp.envelope == 60
+    assert lp.requests_per_event is not None and lp.response_head == 0  # no capture.json in the synthetic run
+    run = load_run(run_dir)
+    measured = {r.scenario.series: r for r in run.results if r.scenario.name == "payload-16"}
+    assert lp.total == pytest.approx(bytes_per_event(measured["longpoll"]))
+    assert ws.total == pytest.approx(bytes_per_event(measured["websocket"]))
