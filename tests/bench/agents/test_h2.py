@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +33,8 @@ from bench.agents.tls import TLSMeter, client_context
 from bench.agents.websocket import LeanWebSocketSubscriber
 from bench.process import Child, free_port, wait_http_ok
 from clients import AsyncPublisher, LongPollSubscriber, PollingSubscriber, Subscriber
-from tests.support import UNIT, ServerProcess, run_server
+from tests.bench.agents.test_meter import payload_bytes
+from tests.support import UNIT, ServerProcess, run_server, wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(), reason="nginx")
 
@@ -304,7 +306,7 @@ def test_h2_refused_without_alpn_h2(proxy: Any) -> None:
 
     async def main() -> None:
         group = H2Group(f"https://127.0.0.1:{proxy.tls_h1_port}", context)
-        with pytest.raises(OSError, match="ALPN|no application protocol"):
+        with pytest.raises(OSError, match=r"ALPN|no application protocol"):
             await group.link()
 
     asyncio.run(main())
@@ -362,3 +364,74 @@ def test_h1_over_tls_exact_and_bytes(lab: ServerProcess, proxy: Any, kind: str) 
     assert tls_meter.down > meter.down > 0 and tls_meter.up > meter.up > 0
     # every record costs at least its 5-byte header (and TLS 1.3's 17 of type and tag): above the clear bytes
     assert tls_meter.down - tls_meter.handshake_down >= meter.down + 5
+
+
+def _settle(pcap: Path, quiet: float = 0.5) -> None:
+    """Wait until the capture file has not grown for ``quiet`` seconds (at most 10 units)."""
+    deadline = time.monotonic() + 10 * UNIT
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = pcap.stat().st_size if pcap.exists() else 0
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet * UNIT:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("tcpdump") is None, reason="needs root and tcpdump")
+def test_the_tls_meter_counts_what_the_wire_carried(lab: ServerProcess, proxy: Any, tmp_path: Path) -> None:
+    """The TLS meter against a packet capture of the proxy's TLS port, to the byte (the publisher goes to the
+    server's own port, out of the capture): an HTTP/2 connection carrying a long poll and an SSE stream."""
+    channel = _channel("h2wire")
+    pcap = tmp_path / "lo.pcap"
+    capture = subprocess.Popen(
+        ["tcpdump", "-i", "lo", "-U", "--immediate-mode", "-w", str(pcap), f"tcp port {proxy.tls_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tls_meter = TLSMeter()
+    totals: dict[str, int] = {}
+    try:
+        assert capture.stderr is not None
+        assert "listening on" in capture.stderr.readline()
+
+        async def main() -> None:
+            group = H2Group(
+                f"https://127.0.0.1:{proxy.tls_port}", client_context(proxy.cert_path, ["h2"]), tls_meter=tls_meter
+            )
+            subs: list[Subscriber] = [
+                LongPollSubscriber(f"https://127.0.0.1:{proxy.tls_port}", channel, timeout=20, poller=H2Poller(group)),
+                H2SSESubscriber(group, channel),
+            ]
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(s.run(stop)) for s in subs]
+            await asyncio.sleep(0.5)
+            await publish(lab.url, channel, N)
+            deadline = time.monotonic() + 30 * UNIT
+            while not all(s.tracker.cursor >= N for s in subs):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            while True:  # the next long poll is held: nothing in flight once the meter stands still
+                before = tls_meter.as_dict()
+                await asyncio.sleep(0.5 * UNIT)
+                if tls_meter.as_dict() == before:
+                    break
+            totals.update(tls_meter.as_dict())
+            _settle(pcap)  # the capture's last packets are written (-U; a loaded machine writes them late)
+            capture.send_signal(signal.SIGINT)
+            capture.wait(10 * UNIT)
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 30 * UNIT)
+
+        asyncio.run(main())
+    finally:
+        if capture.poll() is None:
+            capture.send_signal(signal.SIGINT)
+            capture.wait(10 * UNIT)
+        if capture.stderr is not None:
+            capture.stderr.close()
+    assert wait_until(lambda: pcap.stat().st_size > 0, 5 * UNIT)
+    assert (totals["up"], totals["down"]) == payload_bytes(pcap, proxy.tls_port)
+    assert totals["handshakes"] == 1 and 0 < totals["handshake_down"] < totals["down"]
