@@ -10,6 +10,14 @@ keep-alive HTTP/1.1 connection; see there why not httpx) as its poller; the WebS
 :class:`bench.agents.websocket.LeanWebSocketSubscriber`. Every byte they write and read is counted in
 one :class:`bench.agents.meter.WireMeter` per process, reported with the statistics.
 
+Behind a proxy (an ``https://`` URL: nginx's TLS listener, the run's certificate in ``cert_path`` the only one
+trusted) the same subscribers run over TLS done in memory (:mod:`bench.agents.tls`): the meter then counts the
+bytes in the clear and a :class:`bench.agents.tls.TLSMeter` the TLS bytes on the wire (``tls`` in the reports).
+With ``http = "2"`` the long-poll, polling and SSE subscribers speak HTTP/2 (:mod:`bench.agents.h2`): each
+``streams_per_connection`` consecutive subscribers share one connection, each its own stream, cursor and
+accounting; the meter counts HTTP/2 frame bytes, and HPACK's header blocks are reported (``hpack``). WebSocket
+stays HTTP/1.1 over TLS.
+
 For every *measured* event (a payload of :func:`bench.contract.payload.encode_payload` with ``warm`` 0)
 it records:
 

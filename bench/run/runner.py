@@ -5,8 +5,11 @@ the server (``python -m server`` with the scenario's runtime and flags, or the
 loopback floor :mod:`bench.agents.floor`), probed until ready; when the scenario
 emulates a link, a relay (:mod:`bench.link`) in front of it, which delays and
 meters bytes (otherwise nothing stands between the clients and the server and
-the fleet meters its own bytes); the open-loop publisher
-(:mod:`bench.agents.publisher`, straight to the server); the client fleet
+the fleet meters its own bytes); with ``proxy = "nginx"``, nginx (:class:`bench.run.proxy.Nginx`, on
+docs/nginx/lab.conf) in front of the server, before the relay (which then only delays: the fleet meters, in the
+clear and as TLS bytes), its CPU read apart from the server's; the open-loop publisher
+(:mod:`bench.agents.publisher`, straight to the server, never through the relay or nginx: the publish leg is
+not what is compared, and delivery latency is measured from the server's stamp); the client fleet
 (:mod:`bench.agents.fleet` processes).
 Then the schedule: the publisher starts at ``T0``; warm-up events are
 published until ``T0 + warmup_s``, when the measurement window opens (relay,
