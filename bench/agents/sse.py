@@ -15,7 +15,8 @@ after them):
   :class:`clients.SubscriberError` (never retried), a ``5xx``, a dropped connection, a stream the server
   ends (it does when it stops) or ``idle_timeout`` seconds without a byte (the lab's heartbeats come every
   15 s) reconnect. The body may be chunked (Werkzeug and gunicorn chunk it: :class:`ChunkedDecoder`), have
-  a ``Content-Length``, or run to the connection's end;
+  a ``Content-Length``, or run to the connection's end; it may be gzip-compressed (a proxy that compresses
+  the stream for a subscriber sending a browser's ``Accept-Encoding``: the buffering trap of docs/deployment.md);
 - the receive time (``time.time_ns()`` and ``time.monotonic_ns()``) is taken **once per ``data_received``
   call**, before parsing, and given to every event parsed from those bytes;
 - ``TCP_NODELAY`` is on; every byte written and read is counted in a :class:`bench.agents.meter.WireMeter`,
@@ -34,6 +35,7 @@ import json
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -154,6 +156,9 @@ class _Connection(asyncio.Protocol):
         self.parser: EventStreamParser | None = None
         """Set once the head was checked."""
         self.chunked: ChunkedDecoder | None = None
+        self.inflate: Any = None
+        """A ``zlib`` decompressor when the body is ``Content-Encoding: gzip`` (a proxy that compresses the stream,
+        to a subscriber that sent a browser's ``Accept-Encoding``)."""
         self.body_left: int | None = None
         """Bytes of a sized body still to come (``None``: chunked or to the connection's end)."""
         self.head = bytearray()
@@ -237,6 +242,11 @@ class _Connection(asyncio.Protocol):
         ctype = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if ctype != b"text/event-stream":
             raise SubscriberError(f"200 with Content-Type {ctype[:60].decode('latin-1')!r}, not text/event-stream")
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding == b"gzip":
+            self.inflate = zlib.decompressobj(wbits=31)
+        elif encoding != b"identity":
+            raise SubscriberError(f"a stream with Content-Encoding {encoding[:40].decode('latin-1')!r}")
         if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
             self.chunked = ChunkedDecoder()
         elif length.isdigit():
@@ -269,6 +279,8 @@ class _Connection(asyncio.Protocol):
             data = data[: self.body_left]
             self.body_left -= len(data)
             ended = not self.body_left
+        if self.inflate is not None:
+            data = self.inflate.decompress(data)
         sub = self.sub
         stats = sub.stats
         stats.payload_bytes += len(data)

@@ -16,6 +16,7 @@ import asyncio
 import gc
 import json
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -397,3 +398,35 @@ def test_browser_headers_replace_the_bare_accept_and_keep_last_event_id() -> Non
     assert bare == (
         b"GET /channels/c/sse HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept: text/event-stream\r\nLast-Event-ID: 3\r\n\r\n"
     )
+
+
+def test_a_gzip_stream_is_decompressed_and_an_unknown_encoding_refused() -> None:
+    """A proxy that compresses the stream (the buffering trap, to a browser's ``Accept-Encoding``): the events come
+    out of the gzip body split anywhere across chunks and reads; an encoding it cannot undo is refused for good."""
+    got: list[Received] = []
+    compressor = zlib.compressobj(wbits=31)
+    body = compressor.compress(b"".join(lab_event(i) for i in range(1, 6))) + compressor.flush()
+    cut = len(body) // 3
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        head = HEAD_CHUNKED.replace(b"\r\n\r\n", b"\r\nContent-Encoding: %s\r\n\r\n" % (b"gzip" if n == 1 else b"br"))
+        writer.write(head + chunk(body[:cut]))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(chunk(body[cut:]))
+        await writer.drain()
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        srv, url, _ = await scripted(script)
+        try:
+            sub = LeanSSESubscriber(url, "c", on_event=got.append)
+            await run_all([sub], lambda tasks: until(lambda: sub.tracker.cursor >= 5, tasks))
+            refused = LeanSSESubscriber(url, "c")
+            with pytest.raises(SubscriberError, match="Content-Encoding 'br'"):
+                await asyncio.wait_for(refused.run(), 10 * UNIT)
+        finally:
+            srv.close()
+
+    asyncio.run(main())
+    assert [r.seq for r in got] == [1, 2, 3, 4, 5]
