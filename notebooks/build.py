@@ -53,6 +53,7 @@ from IPython.display import Markdown, display
 from bench.report import (
     PAPER_CLIENTS,
     by_series,
+    byte_parts,
     bytes_per_event,
     cost_rows,
     find_sweeps,
@@ -169,6 +170,8 @@ the hold time this run's long-poll clients asked for.""",
 
 
 holds = Counter(r.scenario.poll_timeout_s for r in RUN.results if r.scenario.transport == "longpoll")
+_captured = load_capture(RUN_DIR)  # the run's captured frame says how long its header is (2 up to 125 B, 4 beyond)
+FRAME_HEADER = f"{_captured.websocket_frame.header_bytes}-byte header" if _captured else "a header of 2 to 14 bytes"
 HOLD = f"{holds.most_common(1)[0][0]:g}" if holds else "T"  # the hold most of this run's long polls asked for
 fig, (a, b) = plt.subplots(1, 2, figsize=(13, 6.2))
 sequence(a, "Long polling: held requests", [
@@ -187,7 +190,7 @@ sequence(b, "WebSocket: one upgraded connection", [
     (1.2, 2.2, "<", "101 Switching Protocols", "tab:blue"),
     (2.6, 0, "note", "(HTTP ends here: frames from now on)", None),
     (3.4, 0, "note", "event seq 1 published", None),
-    (3.4, 4.4, "<", "text frame {seq 1}  (2-byte header)", "tab:blue"),
+    (3.4, 4.4, "<", f"text frame {{seq 1}}  ({FRAME_HEADER}, as captured)", "tab:blue"),
     (4.6, 5.6, ">", "masked frame {type: publish}  (header + 4-byte mask)", "tab:blue"),
     (5.8, 6.8, "<", "frame {type: ack, seq 2}", "tab:blue"),
     (7.0, 8.0, "<", "frame {seq 2} ... and so on, both ways", "tab:blue"),
@@ -216,8 +219,8 @@ for group in SPECTRUM:
     for r in group.results:
         x, y = percentile_spectrum(r.end_to_end.histogram())
         style = ":" if not r.valid else ("--" if group.series == "floor" else "-")
-        ax.plot(x, y / 1000.0, style, color=color(group.series), alpha=1.0 if r.valid else 0.4,
-                label=f"{group.series} r{r.repetition}{mark(r)}")
+        ax.plot(x, y / 1000.0, style, color=color(group.series) if r.valid else "#9a9a9a",
+                label=f"{group.series} r{r.repetition}{mark(r)}" + ("" if r.valid else " (INVALID: grey)"))
 ax.set_xscale("log")
 ax.set_yscale("log")
 ticks = [t for t in (2, 10, 100, 1000, 10000, 100000) if t <= max(10, ax.get_xlim()[1])]
@@ -266,12 +269,15 @@ pushing the same bytes, measured in the same run, where the run has it) is how f
 Put a real distance between client and server (the lab's link emulator delays each direction by a one-way
 delay `d`) and the structure of each technique shows (RFC 6202 section 2.2):
 
-- **WebSocket**: the server writes the event on an open connection: **one transit** (`d`), always.
+- **WebSocket**: the server writes the event on an open connection: **one transit** (`d`), as long as no
+  packet is lost (a lost TCP segment waits for its retransmission, on any transport: TCP is under both).
 - **Long polling, client waiting**: the held request is answered: **one transit**.
 - **Long polling, event arrives while the client is between polls** (it just got an answer, its next request
   is still on the wire): the answer travels back (one), the new request travels out (two), the answer to it
-  travels back (three): up to **three transits**. Events that come back to back trigger exactly that, which is
-  what the *pairs* scenario (events published in pairs, a few milliseconds apart) provokes.
+  travels back (three). RFC 6202 (section 2.2, "Maximal Latency") puts it as "over three network transit
+  times": three transits plus the server's time to answer. Events that come back to back can pay it, which is
+  what the *pairs* scenario (events published in pairs, a few milliseconds apart) provokes; events arriving at
+  random pay it when they land in the gap, and the chart after the table shows how often.
 - **Interval polling** every `T` seconds waits on average `T/2` for the next poll, plus its round trip.
 
 The table and chart below divide this run's *delivery* latency by the one-way delay: they are in transits.""",
@@ -304,9 +310,14 @@ ax.axhline(3, ls="--", color="tab:red", label="model: three transits (RFC 6202 l
 if not drawn:
     ax.text(0.5, 0.5, "no valid repetition under an emulated delay in this run", transform=ax.transAxes, ha="center")
 ax.set_xlabel("emulated one-way delay (ms)")
-ax.set_ylabel("delivery latency / one-way delay")
-ax.set_yscale("log")
-ax.set_title("Latency in network transits")
+ax.set_ylabel("delivery latency in transits (÷ one-way delay)")
+values = [v for t in TRANSITS for v in (t.p50, t.p99) if v]
+if values and max(values) / min(values) > 8:  # a log axis only where the range needs one
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+else:
+    ax.set_ylim(0, None)
+ax.set_title("Delivery latency in network transits")
 ax.legend(fontsize=7, ncol=2)
 ax.grid(alpha=0.3)
 small_print(fig)
@@ -380,6 +391,30 @@ show(" ".join(said) or "_This run has no valid repetition under an emulated dela
     ),
     (
         "md",
+        """### One event at a time: how often long polling pays the extra transits
+
+Percentiles hide the mechanism; the whole distribution shows it. Below, for the scenarios of this run with
+events arriving at random (Poisson) over an emulated link, the share of events delivered within `x` transits,
+one line per repetition. WebSocket's line rises at one transit. Long polling's rises at one transit for the
+events that found a poll held at the server, then climbs toward three for those that arrived while the
+previous answer and the next poll were on the wire. The Kaazing white paper's headline, latency cut "from
+150 ms to 50 ms" at 50 ms one way, is this picture's three transits against one.""",
+    ),
+    (
+        "code",
+        """from bench.report.hero import MIN_ONE_WAY_MS, draw_hero, hero_caption
+
+HERO = draw_hero(RUN)
+if HERO is not None:
+    HERO.text(0.01, 0.002, f"{RUN.meta.provenance} · {RUN_DIR.resolve().name}", fontsize=7, color="gray")
+    display(HERO)
+    show(hero_caption(RUN))
+else:
+    show("_This run has no scenario with random arrivals under a delay of at least "
+         f"{MIN_ONE_WAY_MS:g} ms: the `full` profile's `delay-poisson` sweep measures it._")""",
+    ),
+    (
+        "md",
         """## 3. Overhead: bytes on the wire
 
 The relay in front of the server counts TCP payload bytes in each direction (not IP/TCP headers). For long
@@ -440,7 +475,17 @@ else:
         f"{response.body_size}-byte JSON body. The same event reached the WebSocket client as a {frame.size}-byte "
         f"frame, {frame.header_bytes} of them header; the Upgrade request and its answer "
         f"({CAPTURE.websocket_request.size} + {CAPTURE.websocket_response.size} bytes) are paid once per connection."
-    )""",
+    )
+    agent = next((line.split(":", 1)[1].strip() for _, line in request.lines() if line.lower().startswith("user-agent:")),
+                 "no User-Agent")
+    lean = [c for c in COST if c.series == "longpoll" and c.requests_per_event and c.up is not None]
+    if lean:
+        per_request = lean[0].up / lean[0].requests_per_event
+        show(
+            f"That request is the one a person's client sends (`{agent}`). The benchmark's own clients send less: "
+            f"in `{lean[0].scenario}` their requests averaged {n(per_request)} bytes up each (a bare `GET` with "
+            "`Host` and nothing else), and a browser sends several times more (section 3's decomposition below)."
+        )""",
     ),
     (
         "md",
@@ -529,6 +574,63 @@ bullets.append(
        "reported apart)." if ws_cost else ".")
 )
 show(" ".join(said) + "".join(f"\\n- {b}" for b in bullets))""",
+    ),
+    (
+        "md",
+        """### What one event's bytes carry
+
+The same measured bytes per event, split by what they carry: the payload, the lab's JSON envelope around it
+(`channel`, `seq`, `ts`: the same bytes on every transport), the HTTP response head, the framing (WebSocket's
+frame header, SSE's `id:`/`data:` lines, the long-poll answer's JSON wrapper) and the bytes sent up (a long
+poll's request; nothing per event on a WebSocket or an SSE stream). Rows marked *browser headers* come from a
+scenario whose clients send the request headers Chromium sends with `fetch`, `EventSource` and `new WebSocket`
+(`bench/contract/browser_headers.json`, recorded from a real Chromium).""",
+    ),
+    (
+        "code",
+        """PARTS = byte_parts(RUN)
+if PARTS:
+    fig, ax = plt.subplots(figsize=(11, 1.4 + 0.45 * len(PARTS)))
+    left = [0.0] * len(PARTS)
+    for attr, label, c in (("payload", "payload", "#4d4d4d"), ("envelope", "JSON envelope", "#9e9e9e"),
+                           ("response_head", "HTTP response head", "#e6550d"), ("framing", "framing", "#fdae6b"),
+                           ("up", "up: HTTP request", "#3182bd")):
+        widths = [max(0.0, getattr(p, attr)) for p in PARTS]
+        ax.barh(range(len(PARTS)), widths, left=left, color=c, label=label)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(PARTS)), [p.label for p in PARTS])
+    ax.invert_yaxis()
+    ax.set_xlabel("bytes per delivered event, up + down")
+    ax.legend(fontsize=8, loc="lower right")
+    small_print(fig)
+    plt.tight_layout()
+    plt.show()
+    show(markdown_table(
+        ("transport", "scenario", "payload", "envelope", "response head", "framing", "up", "total", "req/event"),
+        [(p.label, p.scenario, n(p.payload), n(p.envelope), n(p.response_head), n(p.framing), n(p.up), n(p.total),
+          n(p.requests_per_event)) for p in PARTS],
+    ))
+    said = []
+    ws = next((p for p in PARTS if p.series == "websocket" and not p.browser), None)
+    if ws:
+        said.append(
+            f"WebSocket's overhead per event, {n(ws.total - ws.payload)} bytes here beside the Kaazing paper's 2, is "
+            f"mostly the lab's envelope ({n(ws.envelope)} bytes); its frame header is {n(ws.framing)} bytes."
+        )
+    for series in ("longpoll", "sse", "websocket"):
+        bare = next((p for p in PARTS if p.series == series and not p.browser), None)
+        browser = next((p for p in PARTS if p.series == series and p.browser), None)
+        if bare and browser:
+            said.append(
+                f"With a browser's request headers, {series} costs {n(browser.total)} bytes per event against "
+                f"{n(bare.total)} with the bare client ({n(browser.up)} against {n(bare.up)} up)."
+            )
+    if not any(p.browser for p in PARTS):
+        said.append("This run has no scenario with a browser's request headers (`request_headers = 'browser'`, "
+                    "in the `quick` and `full` profiles).")
+    show(" ".join(said))
+else:
+    show("_This run has no payload sweep with WebSocket to size the event's JSON from: no decomposition._")""",
     ),
     (
         "md",
@@ -643,6 +745,152 @@ show(markdown_table(
       n(None if i.rss_per_connection_bytes is None else i.rss_per_connection_bytes / 1024),
       n(i.bytes_per_connection_per_min), f"{i.valid_reps}/{i.reps}") for i in IDLE],
 ) if IDLE else "_No idle scenario in this run._")""",
+    ),
+    (
+        "md",
+        """### Reading those tables
+
+Five things the numbers above say that are easy to misread, each computed below from this run: long polling
+*batches under load* (RFC 6202, section 2.2, calls it graceful degradation: when the server or the client falls
+behind, events queue and the next answer carries them all, trading latency for fewer requests); a count of
+requests per event a little under one at low event counts is a fencepost, not batching; interval polling's
+real interval is the longer of its interval and its round trip; CPU per delivered event falls as one channel's
+subscribers grow; and an idle WebSocket holds more memory than an idle long poll, while an idle long poll
+still sends bytes every hold.""",
+    ),
+    (
+        "code",
+        """from bench.report.kaazing import BATCHED_BELOW
+
+said = []
+by_name = {}
+for r in RUN.results:
+    by_name.setdefault(r.scenario.name, []).append(r)
+batched = [b for b in BATCHING if b.requests_per_event is not None and b.requests_per_event < BATCHED_BELOW]
+if batched:
+    said.append(
+        "**Batching under load.** "
+        + "; ".join(
+            f"`{b.scenario}` ({b.subscribers} subscribers, {b.rate_per_subscriber:g} events/s each"
+            + (f", {b.one_way_ms:g} ms one way" if b.one_way_ms else ", loopback")
+            + f"): {n(b.requests_per_event, 2)} requests per event, {n(b.events_per_response, 2)} events per answer"
+            for b in sorted(batched, key=lambda b: b.requests_per_event)[:4]
+        )
+        + ". The answers carry what piled up while the previous one and the next poll were on the way, or while "
+        "the server was busy: fewer requests, each event later."
+    )
+near = [b for b in BATCHING if b.requests_per_event is not None and BATCHED_BELOW <= b.requests_per_event < 1]
+if near:
+    b = min(near, key=lambda b: b.requests_per_event)
+    sc = by_name[b.scenario][0].scenario
+    events = b.rate_per_subscriber * sc.duration_s
+    said.append(
+        f"**A fencepost, not batching.** `{b.scenario}` shows {n(b.requests_per_event, 2)} requests per event, "
+        f"with about {events:g} events per subscriber in its {sc.duration_s:g} s window: requests and events are "
+        "counted over the same window, and at its edges one poll can fall outside it while its event falls inside "
+        f"(or the reverse), so E events can show E - 1 requests ({n((events - 1) / events, 2) if events > 1 else '-'} "
+        f"for E = {events:g}). Still one request per event."
+    )
+polling = [r for r in RUN.results if r.scenario.transport == "polling" and r.valid and r.num("http", "requests")]
+rows = []
+short = []
+for name in sorted({r.scenario.name for r in polling}, key=lambda k: (by_name[k][0].scenario.poll_interval_s or 0,
+                                                                   by_name[k][0].scenario.link.one_way_ms)):
+    group = [r for r in polling if r.scenario.name == name]
+    sc = group[0].scenario
+    per_sub = float(np.median([r.num("http", "requests") / r.scenario.subscribers for r in group]))
+    rtt = 2 * sc.link.one_way_ms / 1000
+    beat = sc.poll_interval_s * (int(rtt // sc.poll_interval_s) + 1)  # the first beat after the answer is back
+    rows.append((name, f"{sc.poll_interval_s:g}", f"{1000 * rtt:g}", n(max(sc.poll_interval_s, rtt), 3), n(beat, 3),
+                 n(sc.duration_s / per_sub, 3), n(per_sub, 3), n(sc.duration_s / beat, 3)))
+    if sc.duration_s / beat < 10:
+        short.append(name)
+if rows:
+    show("**Interval polling's effective interval** is at least the longer of its interval and its round trip: a "
+         "poll is not sent before the previous answer is back. The lab's client keeps a fixed beat (its phase, then "
+         "every interval), so an answer that comes back after a beat waits for the next one: the interval times "
+         "(1 + round trip // interval). Measured: window / polls per subscriber.")
+    show(markdown_table(("scenario", "interval (s)", "round trip (ms)", "max of both (s)", "next beat (s)",
+                         "measured (s)", "polls per subscriber", "window / next beat"), rows))
+    if short:
+        show(f"In {', '.join(f'`{k}`' for k in short)} the window holds fewer than ten beats, and a subscriber's count "
+             "depends on its phase (a window of W seconds holds W / T or W / T + 1 polls): the same fencepost as long "
+             "polling's, so there the measured interval reads shorter than the beat.")
+SUBS = [s for s in find_sweeps(RUN.results) if s.axis == "subscribers" and not s.split]
+if SUBS:
+    groups = [g for g in by_series(SUBS[0].results) if g.series in ("longpoll", "websocket")]
+    parts = []
+    for series in ("websocket", "longpoll"):
+        line = sorted((g for g in groups if g.series == series and g.median(lambda r: r.cpu_us_per_event)),
+                      key=lambda g: g.scenario.subscribers)
+        if len(line) >= 2:
+            lo, hi = line[0], line[-1]
+            parts.append(
+                f"{series} {n(lo.median(lambda r: r.cpu_us_per_event))} µs at {lo.scenario.subscribers} subscribers, "
+                f"{n(hi.median(lambda r: r.cpu_us_per_event))} µs at {hi.scenario.subscribers}"
+            )
+    if parts:
+        said.append(
+            "**CPU per event falls with fan-out**: " + "; ".join(parts) + ". A publish costs its HTTP request, its "
+            "serialization and the bus once, whatever the number of subscribers; divided by more deliveries, each "
+            "delivered event carries less of it (the lab serializes an event once for all its subscribers)."
+        )
+idle = {}
+for i in IDLE:
+    if i.rss_per_connection_bytes is not None:
+        idle.setdefault(i.series, []).append(i)
+if idle.get("websocket") and idle.get("longpoll"):
+    def kib(rows):
+        values = [r.rss_per_connection_bytes / 1024 for r in rows]
+        lo, hi = n(min(values), 2), n(max(values), 2)
+        return lo if lo == hi else f"{lo} to {hi}"
+
+    said.append(
+        f"**Idle memory**: an idle WebSocket held {kib(idle['websocket'])} KiB of server memory per connection, an "
+        f"idle long poll {kib(idle['longpoll'])} KiB: the WebSocket keeps its connection's reader, buffers and "
+        "protocol state for its whole life, a held poll only a waiting request."
+    )
+lp_idle = [i for i in IDLE if i.series == "longpoll" and i.bytes_per_connection_per_min]
+if lp_idle:
+    i = lp_idle[0]
+    hold = by_name[i.scenario][0].scenario.poll_timeout_s
+    said.append(
+        f"**Idle long polling is not free on the wire**: {n(i.bytes_per_connection_per_min)} bytes per connection per "
+        f"minute in `{i.scenario}`, one empty answer and a new request every {hold:g} s hold; an idle WebSocket "
+        "sends nothing unless pings are on."
+    )
+show("\\n\\n".join(said) if said else "_This run has none of the scenarios these paragraphs read._")""",
+    ),
+    (
+        "md",
+        """### The runtime under the transport (and Flask-SocketIO's `async_mode`)
+
+The same server code ran under three runtimes: Werkzeug's threads, gunicorn's `gthread` (a thread per
+request or connection, simple-websocket adding a reader thread per WebSocket) and gunicorn with `gevent`
+(greenlets: one small stack per held poll or open socket). Flask-SocketIO's `async_mode` is the same choice
+(`threading`, `eventlet`, `gevent`): below, what it costs in this run.""",
+    ),
+    (
+        "code",
+        """RUNTIMES = [s for s in find_sweeps(RUN.results) if s.axis == "runtime"]
+if RUNTIMES:
+    groups = by_series(RUNTIMES[0].results)
+    show(markdown_table(
+        ("runtime", "transport", "CPU per event (µs)", "end-to-end p99 (ms)", "valid reps"),
+        [(g.scenario.runtime, g.series, n(g.median(lambda r: r.cpu_us_per_event)),
+          n(g.median(lambda r: ms(r.end_to_end.p99_us))), f"{len(g.valid)}/{len(g.results)}")
+         for g in sorted(groups, key=lambda g: (g.scenario.runtime, g.series))],
+    ))
+    sc = RUNTIMES[0].results[0].scenario
+    show(
+        f"At {sc.subscribers} subscribers and {sc.rate:g} events/s each runtime is within reach; what separates "
+        "them is how connections are held. A thread per held poll or per WebSocket (two with simple-websocket's "
+        "reader) caps a threaded server at its thread count (`threads`: the gthread runs here used "
+        f"{sc.threads}), where gevent's greenlets hold thousands: that is what Flask-SocketIO's `async_mode` picks "
+        "(`threading` runs on threads, `gevent` and `eventlet` on greenlets), and why the lab's default is gevent."
+    )
+else:
+    show("_This run has no runtime sweep: the `quick` and `full` profiles have one._")""",
     ),
     (
         "md",
@@ -1073,12 +1321,20 @@ elif PEERS is not None:
 | concern | long polling | WebSocket | in this lab |
 |---|---|---|---|
 | header overhead | full HTTP headers on every answer and every new request | a frame header (RFC 6455: 2 to 14 bytes) after a one-time handshake | measured above, per event and per handshake |
-| maximal latency | up to three transits when events come back to back | one transit | the delay sweep and the pairs scenario |
+| maximal latency | "over three network transit times" (section 2.2): an event that arrives while no poll is held waits for the answer to travel back, the next poll to travel out and its answer back, plus the server's time | one transit, while no packet is lost (a loss costs TCP's retransmission on either) | the random-arrival delay sweep (section 2's distribution) and the pairs scenario |
 | connection establishment | reuses keep-alive connections; a new TCP connection if the proxy closed it | one handshake per connection, then none | handshake bytes reported apart |
 | allocated resources | a held request ties up a worker thread or a greenlet | a connection ties up a greenlet (gevent) or two threads (gthread: handler + simple-websocket's reader) | RSS per idle connection; gthread runs out of threads |
-| graceful degradation | it is just HTTP: works through every proxy | some proxies and old middleboxes refuse Upgrade | both transports share cursors, so a client can fall back without losing events |
+| graceful degradation | under load (a slow server or client), events queue and the next answer carries them all: fewer requests per event, each event later (section 2.2 means this, not proxies) | no batching by the protocol: every event is its own frame, a slow reader's frames queue in its socket | long polling's requests per event under bursts and delay (section 4, "Batching under load"); the lab drops a WebSocket reader that stops reading |
 | timeouts | intermediaries close requests held too long: hold less than the 30 s that RFC 6202 section 5.5 names as safe (the lab's default hold, `LAB_POLL_TIMEOUT`, is under it) | idle connections need pings to survive NATs and proxies | `--ws-ping-interval`, `timeout=` |
 | caching | a cache must never replay a held answer | not cacheable | `Cache-Control: no-store` on every poll |
+
+**The RFC's own mitigations.** RFC 6202 does not leave these open: its section 5 gives best practices for
+long polling and HTTP streaming: limit the connections a client opens to a server (browsers cap them per host),
+do not rely on pipelining, expect proxies and intermediaries to buffer or close held requests (hold less than
+their timeouts), answer with headers that forbid caching, and pick the hold timeout with the intermediaries in
+mind. The lab does each: one held request per subscriber on a keep-alive connection, a hold under the common
+intermediary timeouts, `Cache-Control: no-store` on every answer, and cursors so that a closed request loses
+nothing. Batching under load (section 4) is the mitigation the protocol does by itself.
 
 **Why nothing is lost here.** Every event has a per-channel `seq`; every subscriber keeps a cursor and resumes
 from it, on either transport, after any disconnect; the bus retains a bounded history per channel
@@ -1110,7 +1366,7 @@ for r in RUN.results:
 | if... | choose | because (see the measurements above) |
 |---|---|---|
 | events are rare (a payment confirmation, a job finished) and must pass any proxy | **long polling** | one held request per page; latency near one transit when the client is waiting; plain HTTP |
-| events are frequent or bursty, or latency across a real network matters | **WebSocket** | one transit always, where long polling's worst case is three (section 2); no header bytes per event; CPU per event: section 4 |
+| events are frequent or bursty, or latency across a real network matters | **WebSocket** | one transit while no packet is lost, where long polling's worst case is over three (section 2); no header bytes per event; CPU per event: section 4 |
 | the client also sends often (chat, collaborative editing, games) | **WebSocket** | bidirectional on one connection |
 | thousands of mostly idle clients on a threaded server | **either, on gevent** | a held poll or an open socket each costs a greenlet; with threads both run out |
 | you cannot rely on Upgrade passing (some corporate proxies) | **long polling as a fallback** | same events, same cursors: switching transports loses nothing |

@@ -28,12 +28,14 @@ from .peers import (
 from .sweeps import find_sweeps
 from .tables import (
     BatchingRow,
+    BytesParts,
     CostRow,
     IdleRow,
     LossTotals,
     Series,
     TransitRow,
     by_series,
+    byte_parts,
     bytes_per_event,
     cost_rows,
     events_per_response,
@@ -51,6 +53,7 @@ from .targets import TargetRow, evaluate
 __all__ = [
     "PAPER_CLIENTS",
     "BatchingRow",
+    "BytesParts",
     "Capture",
     "CostRow",
     "Frame",
@@ -67,6 +70,7 @@ __all__ = [
     "TargetRow",
     "TransitRow",
     "by_series",
+    "byte_parts",
     "bytes_per_event",
     "cost_rows",
     "evaluate",

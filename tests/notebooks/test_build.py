@@ -29,9 +29,9 @@ DEFINITIONS = {
     "2 bytes of header up to 125 bytes of payload, 4 up to 64 KiB": "RFC 6455 section 5.2: payload length encodings",
     "2 bytes up to 125 bytes of payload": "RFC 6455 section 5.2: the 7-bit payload length",
     "4-byte mask": "RFC 6455 section 5.3: the masking key of client frames",
-    "2-byte header": "RFC 6455 section 5.2: the smallest frame header (the diagram's event frame)",
     "2-byte frame header": "the Kaazing paper's input: framing bytes per WebSocket message",
     "871 bytes": "the Kaazing paper's input: HTTP header bytes per poll",
+    '"from 150 ms to 50 ms" at 50 ms one way': "the Kaazing paper's quoted latency reduction and its link delay",
     "the 30 s that RFC 6202": "RFC 6202 section 5.5: the timeout it names as safe behind proxies",
     "default `pingInterval` is 25 s": "Socket.IO's documented default (python-engineio's ping_interval=25)",
 }

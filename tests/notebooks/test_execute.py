@@ -146,3 +146,31 @@ def test_the_c_server_prose_separates_the_technique_from_the_request_path(
     assert "the lab spends 17 times its CPU per event over longpoll" in markdown
     assert "SSE costs 1.5 times WebSocket's server CPU per event" in markdown
     assert "lost 37 of 1,000 events over websocket" in markdown
+
+
+def test_no_number_of_another_run(executed: nbformat.NotebookNode, smoke_run: Path) -> None:
+    """Executed against the smoke run, the notebook quotes the smoke run: none of the committed reference's sentences
+    that this run's data would word differently, and the hero section follows this run (its caption or its absence)."""
+    from bench.report.hero import hero_caption
+    from bench.report.tables import byte_parts
+
+    markdown = _outputs(executed, "text/markdown")
+    stream = _outputs(executed, "stream")
+    run = load_run(smoke_run)
+    reference = load_run(Path(__file__).resolve().parents[2] / "results" / "reference")
+    assert reference.meta.provenance not in stream + markdown
+    assert "`reference` run" not in markdown
+    caption = hero_caption(run)
+    if caption:
+        assert caption in markdown
+    else:
+        assert "no scenario with random arrivals under a delay" in markdown
+    ref_caption = hero_caption(reference)
+    assert not ref_caption or ref_caption not in markdown
+    for row in measured_table(reference):
+        if row.source not in {r.source for r in measured_table(run)}:
+            assert row.source not in markdown
+    parts = byte_parts(run)
+    ws = next((p for p in parts if p.series == "websocket" and not p.browser), None)
+    if ws is not None:
+        assert f"mostly the lab's envelope ({format_number(ws.envelope)} bytes)" in markdown
