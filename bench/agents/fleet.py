@@ -139,6 +139,9 @@ class FleetConfig:
     """The run's certificate, the only one trusted: set when ``url`` is ``https://`` (the proxy's TLS listener)."""
     streams_per_connection: int = 1
     """HTTP/2: this many consecutive subscribers share one connection (each its own stream)."""
+    late_head: bool = False
+    """The answer's head may come late (an SSE stream through a buffering, compressing proxy sends nothing until its
+    buffers fill): a subscriber counts as subscribed once started, and the runner checks the server's own count."""
     request_headers: str = "bare"
     """``browser``: the lab's HTTP/1.1 subscribers (and the WebSocket Upgrade) send Chromium's request headers
     (:func:`bench.agents.http.browser_headers`) instead of the bare ones."""
@@ -320,8 +323,10 @@ def _peer_subscriber(
     raise ValueError(f"server {config.server!r} has no transport {config.transport!r}")
 
 
-def _connected(sub: Subscriber) -> bool:
-    """Whether ``sub`` is subscribed: events published from now on reach it."""
+def _connected(sub: Subscriber, late_head: bool = False) -> bool:
+    """Whether ``sub`` is subscribed: events published from now on reach it (``late_head``: see FleetConfig)."""
+    if late_head and sub.transport == "sse":
+        return True
     if isinstance(sub, H2SSESubscriber):  # one connection counted for the streams sharing it: its stream is open
         return sub.streaming
     if isinstance(sub, SocketIOSubscriber):
@@ -423,12 +428,12 @@ async def run_fleet(config: FleetConfig, stream: AsyncIterator[dict[str, Any]]) 
     last_published: dict[str, int] = {}
     try:
         deadline = time.monotonic() + 60
-        while not all(_connected(s) for s in subs) and time.monotonic() < deadline:
+        while not all(_connected(s, config.late_head) for s in subs) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
             for t in tasks:
                 if t.done() and t.exception() is not None:
                     raise RuntimeError(f"a subscriber failed: {t.exception()!r}")
-        say({"ready": all(_connected(s) for s in subs)})
+        say({"ready": all(_connected(s, config.late_head) for s in subs)})
         async for cmd in stream:
             if cmd["cmd"] == "window":
                 if config.drop_every_s:  # from the window on: the warm-up connected every subscriber once
