@@ -67,7 +67,7 @@ def mode_label(r: Result) -> str:
     if sc.streams_per_connection > 1:
         label += f", {sc.streams_per_connection} streams/conn"
     if sc.proxy_buffering:
-        label += ", SSE buffering ON"
+        label += ", SSE buffered + gzipped"
     return label
 
 
@@ -251,7 +251,7 @@ def _trap_table(rows: Sequence[DeployRow]) -> list[str]:
         g = row.group
         body.append(
             (
-                "on (X-Accel-Buffering ignored)" if g.scenario.proxy_buffering else "off (docs/nginx/lab.conf)",
+                "on + gzip (X-Accel-Buffering ignored)" if g.scenario.proxy_buffering else "off (docs/nginx/lab.conf)",
                 g.cell(lambda r: _proxy(r, "reads", "events_per_read")),
                 g.cell(lambda r: _proxy(r, "reads", "largest_read")),
                 g.cell(_ms("p50_us")),
@@ -425,10 +425,11 @@ def deploy_section(results: Sequence[Result], charts_dir: Path | None = None) ->
         lines += [
             "### The SSE buffering trap, measured",
             "",
-            "SSE through nginx with response buffering on (the lab's `X-Accel-Buffering: no` ignored, as a generic "
-            "proxy block would) against off (docs/nginx/lab.conf's SSE location). Events per read: how many events "
-            "one read of a subscriber's socket delivered (lumps); never arrived: still in the proxy when the run "
-            "ended.",
+            "SSE through nginx with response buffering on and the stream compressed (the lab's `X-Accel-Buffering: no` "
+            "ignored and `text/event-stream` in `gzip_types`, as a generic proxy block would; the subscribers send a "
+            "browser's `Accept-Encoding`) against docs/nginx/lab.conf's SSE location (buffering off, gzip off). "
+            "Events per read: how many events one read of a subscriber's socket delivered (lumps); never arrived: "
+            "still in the proxy's buffers when the run ended.",
             "",
             *trap,
             "",

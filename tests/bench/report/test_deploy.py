@@ -183,7 +183,7 @@ def test_section_numbers(tmp_path: Path) -> None:
     assert hp[3:] == ["2", "45", "30", "10", "110", "108"]
     assert not any(line.startswith("| deploy-100x10 | websocket") for line in lines)  # no HPACK over HTTP/1.1
     # the trap: lumps and what never arrived
-    on = _row(lines, "on (X-Accel-Buffering ignored)")
+    on = _row(lines, "on + gzip (X-Accel-Buffering ignored)")
     assert on[1:3] == ["5", "12"] and on[-1] == f"3 of {fixture_results()[-3].counters.expected:,}"
     off = _row(lines, "off (docs/nginx/lab.conf)")
     assert off[1:3] == ["1", "1"] and off[-1].startswith("0 of")
