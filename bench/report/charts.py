@@ -308,7 +308,7 @@ class _Writer:
                     tag = f"{'loopback floor' if series == 'floor' else series} r{r.repetition}"
                     if not r.valid:
                         marks.invalid = True
-                        ax.plot(x, y, ":", color=color, alpha=0.35, label=tag + " — INVALID", linewidth=1.4)
+                        ax.plot(x, y, ":", color="#9a9a9a", label=tag + " — INVALID", linewidth=1.4)
                         continue
                     if r.lossy:
                         marks.loss = True

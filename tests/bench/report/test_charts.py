@@ -29,3 +29,11 @@ def test_charts_are_byte_for_byte_reproducible(written, run_dir, tmp_path):
             assert (copy / "charts" / f"{stem}.{ext}").read_bytes() == (
                 run_dir / "charts" / f"{stem}.{ext}"
             ).read_bytes()
+
+
+def test_titles_say_what_a_sweep_holds_not_its_internal_name(written, report) -> None:
+    """A chart's title names subscribers, rates, arrivals: never "sweep 'delay'" (the TOML's key)."""
+    titles = [line for line in report.splitlines() if line.startswith("*") and "([SVG]" in line]
+    assert titles
+    assert not [t for t in titles if "sweep '" in t]
+    assert any("subscriber" in t for t in titles)
