@@ -7,7 +7,7 @@ small ``nginx.conf`` around it (what Debian's ``/etc/nginx/nginx.conf`` provides
 ``openssl``, and runs ``nginx -c <conf> -p <dir>`` in the foreground (``daemon off``) as a
 :class:`bench.process.Child` (its own process group: stopping it stops the master and every worker).
 
-What is changed in the copied file, each by :data:`EDITS`-style substitutions that must match exactly as
+What is changed in the copied file, each by a substitution (:func:`render`) that must match exactly as
 often as they are expected to (so the file and this launcher cannot drift apart unnoticed):
 
 - the listeners: ``listen 443 ssl http2;`` becomes ``127.0.0.1:<tls_port>`` plus a second TLS listener
@@ -18,7 +18,9 @@ often as they are expected to (so the file and this launcher cannot drift apart 
 - the traps, only when asked: ``read_timeout_s`` sets every ``proxy_read_timeout`` (a proxy whose read
   timeout is below the long-poll hold), ``sse_buffering=True`` replaces the SSE location's
   ``proxy_buffering off;`` by ``proxy_buffering on; proxy_ignore_headers X-Accel-Buffering;`` (a generic
-  proxy block that ignores the lab's ``X-Accel-Buffering: no``, as a CDN does).
+  proxy block that ignores the lab's ``X-Accel-Buffering: no``, as a CDN does), and ``sse_gzip=True`` its
+  ``gzip off;`` by ``gzip on; gzip_types text/event-stream;`` (a generic compression list); docs/deployment.md
+  says what each does, alone and together.
 
 Ports: nginx cannot announce a port it chose, so free ports are picked by binding port 0 and closing it (as
 ``peers/nchan`` does); another process may take one in between, so a start that fails with "Address already
@@ -34,6 +36,7 @@ import pwd
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -94,6 +97,7 @@ def render(
     cert: Path,
     key: Path,
     sse_buffering: bool = False,
+    sse_gzip: bool = False,
     read_timeout_s: float | None = None,
 ) -> str:
     """``docs/nginx/lab.conf`` (the text ``conf``) with the changes that make it run here: a pure function."""
@@ -124,6 +128,14 @@ def render(
             "proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;",
             1,
             "SSE buffering",
+        )
+    if sse_gzip:
+        text = _sub(
+            text,
+            r"(?<=^        )gzip off;",
+            "gzip on;\n        gzip_types text/event-stream;",
+            1,
+            "SSE compression",
         )
     return text
 
@@ -202,10 +214,10 @@ def _versions(nginx: str) -> dict[str, str]:
 class Nginx:
     """nginx on ``docs/nginx/lab.conf`` in front of the server at ``upstream``, on three free loopback ports.
 
-    ``sse_buffering=True`` and ``read_timeout_s`` are the traps (module docstring); the defaults run the
-    file as shipped. ``workers`` is ``worker_processes``. :meth:`start` returns once every listener accepts;
-    :meth:`stop` (also on leaving a ``with`` block) stops the master and its workers and removes the
-    directory. Nothing is left running or on disk after it.
+    ``sse_buffering=True``, ``sse_gzip=True`` and ``read_timeout_s`` are the traps (module docstring); the
+    defaults run the file as shipped. ``workers`` is ``worker_processes``. :meth:`start` returns once every
+    listener accepts; :meth:`stop` (also on leaving a ``with`` block) stops the master and its workers and
+    removes the directory. Nothing is left running or on disk after it.
     """
 
     def __init__(
@@ -215,11 +227,13 @@ class Nginx:
         sse_buffering: bool = False,
         read_timeout_s: float | None = None,
         workers: int = 1,
+        sse_gzip: bool = False,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.upstream = upstream
         self.sse_buffering = sse_buffering
+        self.sse_gzip = sse_gzip
         self.read_timeout_s = read_timeout_s
         self.workers = workers
         self.tls_port = 0
@@ -298,6 +312,7 @@ class Nginx:
             cert=cert,
             key=key,
             sse_buffering=self.sse_buffering,
+            sse_gzip=self.sse_gzip,
             read_timeout_s=self.read_timeout_s,
         )
         site = prefix / "lab.conf"
@@ -329,6 +344,12 @@ class Nginx:
             if time.monotonic() > deadline:
                 raise NginxError(f"nginx did not listen within {START_TIMEOUT_S:g} s:\n{self.log_tail()}")
             time.sleep(0.02)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the throwaway certificate and nothing else (httpx's ``verify=``)."""
+        if not self.cert_path:
+            raise NginxError("no certificate yet: start nginx first")
+        return ssl.create_default_context(cafile=self.cert_path)
 
     # --- watching and stopping -------------------------------------------------------------------------
 
@@ -378,3 +399,55 @@ class Nginx:
 
 class _PortTaken(Exception):
     """nginx could not bind a port picked for it."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.run.proxy``: the lab's server behind nginx on docs/nginx/lab.conf, for a person to try."""
+    import argparse
+    import signal
+    import sys
+
+    from bench.process import wait_http_ok
+
+    parser = argparse.ArgumentParser(prog="python -m bench.run.proxy", description=main.__doc__)
+    parser.add_argument("--runtime", default="gevent", help="the server's runtime (default: %(default)s)")
+    parser.add_argument("--read-timeout", type=float, help="trap: every proxy_read_timeout, seconds")
+    parser.add_argument("--sse-buffering", action="store_true", help="trap: SSE buffered, X-Accel-Buffering ignored")
+    parser.add_argument("--sse-gzip", action="store_true", help="trap: SSE compressed")
+    args = parser.parse_args(argv)
+    server = Child(["-m", "server", "--runtime", args.runtime, "--port", "0"], name="the server")
+    nginx: Nginx | None = None
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        port = int(server.expect("port", 60)["port"])
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, alive=lambda: not server.exited())
+        nginx = Nginx(
+            ("127.0.0.1", port),
+            sse_buffering=args.sse_buffering,
+            sse_gzip=args.sse_gzip,
+            read_timeout_s=args.read_timeout,
+        )
+        nginx.start()
+        print(f"server:          http://127.0.0.1:{port}/  ({args.runtime})")
+        print(f"nginx, TLS + h2: https://localhost:{nginx.tls_port}/")
+        print(f"nginx, TLS h1:   https://localhost:{nginx.tls_h1_port}/")
+        print(f"nginx, plain:    http://localhost:{nginx.plain_port}/")
+        print(
+            f"certificate:     {nginx.cert_path} (curl --cacert it; Chromium: --ignore-certificate-errors-spki-list="
+            f"{nginx.spki_sha256})"
+        )
+        print(f"configuration:   {nginx.prefix}/lab.conf; Ctrl-C stops both", flush=True)
+        while not server.exited() and nginx.pids():
+            time.sleep(0.5)
+        print("the server or nginx exited", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        server.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
