@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from bench.process import Child
 from bench.run.proxy import CONF, Nginx, NginxError, find_nginx, render
 from clients import (
     AsyncPublisher,
@@ -269,12 +270,19 @@ def test_a_start_that_fails_leaves_nothing(server: ServerProcess, monkeypatch: p
     broken = Path(os.environ.get("TMPDIR", "/tmp")) / f"lab-broken-{uuid.uuid4().hex}.conf"
     broken.write_text(CONF.read_text().replace("keepalive 32;", "keepalive 32 nonsense;"))
     monkeypatch.setattr("bench.run.proxy.CONF", broken)
-    before = {p.pid for p in psutil.process_iter() if p.name() == "nginx"}
+    started: list[Child] = []
+
+    class Recorded(Child):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr("bench.run.proxy.Child", Recorded)
     nginx = Nginx(("127.0.0.1", server.port))
     try:
         with pytest.raises(NginxError, match="keepalive"):
             nginx.start()
     finally:
         broken.unlink()
+    assert len(started) == 1 and started[0].exited()
     assert nginx.prefix is None and nginx.pid is None
-    assert {p.pid for p in psutil.process_iter() if p.name() == "nginx"} <= before
