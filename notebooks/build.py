@@ -607,9 +607,10 @@ if PARTS:
     plt.tight_layout()
     plt.show()
     show(markdown_table(
-        ("transport", "scenario", "payload", "envelope", "response head", "framing", "up", "total", "req/event"),
+        ("transport", "scenario", "payload", "envelope", "response head", "framing", "up", "total", "req/event",
+         "handshake per connection"),
         [(p.label, p.scenario, n(p.payload), n(p.envelope), n(p.response_head), n(p.framing), n(p.up), n(p.total),
-          n(p.requests_per_event)) for p in PARTS],
+          n(p.requests_per_event) if p.requests_per_event else "", n(p.handshake)) for p in PARTS],
     ))
     said = []
     ws = next((p for p in PARTS if p.series == "websocket" and not p.browser), None)
@@ -622,10 +623,12 @@ if PARTS:
         bare = next((p for p in PARTS if p.series == series and not p.browser), None)
         browser = next((p for p in PARTS if p.series == series and p.browser), None)
         if bare and browser:
-            said.append(
-                f"With a browser's request headers, {series} costs {n(browser.total)} bytes per event against "
-                f"{n(bare.total)} with the bare client ({n(browser.up)} against {n(bare.up)} up)."
-            )
+            text = (f"With a browser's request headers, {series} costs {n(browser.total)} bytes per event against "
+                    f"{n(bare.total)} with the bare client ({n(browser.up)} against {n(bare.up)} up)")
+            if browser.handshake is not None and bare.handshake is not None:
+                text += (f"; its handshake, paid once per connection, {n(browser.handshake)} bytes against "
+                         f"{n(bare.handshake)}")
+            said.append(text + ".")
     if not any(p.browser for p in PARTS):
         said.append("This run has no scenario with a browser's request headers (`request_headers = 'browser'`, "
                     "in the `quick` and `full` profiles).")

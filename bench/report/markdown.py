@@ -432,6 +432,7 @@ def _bytes_parts_section(run: Run) -> list[str]:
             f"{p.up:.1f}",
             f"{p.total:.0f}",
             "" if not p.requests_per_event else f"{p.requests_per_event:.2f}",
+            "" if p.handshake is None else f"{p.handshake:.0f}",
         )
         for p in parts
     ]
@@ -453,6 +454,7 @@ def _bytes_parts_section(run: Run) -> list[str]:
                 "up",
                 "total",
                 "requests per event",
+                "handshake per connection (once)",
             ),
             rows,
         ),

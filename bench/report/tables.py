@@ -435,6 +435,9 @@ class BytesParts:
     """Bytes up per event: the HTTP request (head) for polling and long polling; WebSocket and SSE send none
     per event (a client frame would carry a 4-byte mask)."""
     requests_per_event: float | None
+    handshake: float | None = None
+    """Bytes of a connection's handshake, up + down, paid once per connection (WebSocket's Upgrade, SSE's
+    request and response head): where a browser's headers weigh on a push transport."""
 
     @property
     def label(self) -> str:
@@ -496,6 +499,11 @@ def byte_parts(run: Run) -> list[BytesParts]:
             continue
         rpe = median(results, "http", "requests_per_event")
         response_head = head * rpe if rpe is not None else 0.0
+        per_connection = [
+            (float(r.num("bytes", "handshake", "up") or 0) + float(r.num("bytes", "handshake", "down") or 0)) / conns
+            for r in results
+            if (conns := r.num("bytes", "handshake", "connections"))
+        ]
         rows.append(
             BytesParts(
                 scenario=name,
@@ -507,6 +515,7 @@ def byte_parts(run: Run) -> list[BytesParts]:
                 framing=down - event_json - response_head,
                 up=up,
                 requests_per_event=rpe,
+                handshake=statistics.median(per_connection) if per_connection else None,
             )
         )
     order = ["polling", "longpoll", "sse", "websocket"]
