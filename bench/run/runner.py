@@ -185,7 +185,10 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         nginx: Nginx | None = None
         front = ("127.0.0.1", server.port)
         if scenario.proxy == "nginx":
-            nginx = Nginx(front, sse_buffering=scenario.proxy_buffering, workers=1)
+            # The trap: buffering on and the SSE stream compressed (a generic gzip_types list): buffering alone lets
+            # each event through at once with nginx 1.22 (tests/bench/run/test_proxy_traps.py).
+            trap = scenario.proxy_buffering
+            nginx = Nginx(front, sse_buffering=trap, sse_gzip=trap, workers=1)
             stack.callback(nginx.stop)
             nginx.start()
             port = nginx.plain_port
@@ -225,6 +228,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
                 http=scenario.http,
                 cert_path=nginx.cert_path if nginx is not None and tls else None,
                 streams_per_connection=scenario.streams_per_connection,
+                late_head=scenario.proxy_buffering,
             )
             fleet.send({"cmd": "config", "config": _fields(config)})
         for fleet in fleets:
