@@ -226,7 +226,8 @@ ax.set_yscale("log")
 ticks = [t for t in (2, 10, 100, 1000, 10000, 100000) if t <= max(10, ax.get_xlim()[1])]
 ax.set_xticks(ticks, [f"{100 * (1 - 1 / t):g}%" for t in ticks])
 ax.set_xlabel("percentile (the last point of each line is the max)")
-ax.set_ylabel("end-to-end latency (ms)")
+ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+ax.set_ylabel("end-to-end latency (ms, log)")
 if SPECTRUM:
     sc = SPECTRUM[0].scenario
     ax.set_title(f"Latency percentile spectrum: {sc.name} ({sc.subscribers} subscriber(s) x {sc.rate:g} events/s, loopback)")
@@ -670,6 +671,8 @@ if SUBSCRIBER_SWEEPS:
         ax.scatter([], [], s=30, color="none", edgecolors="gray", label="invalid repetition (hollow)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers on log axes: 10, 100, 1000, not 10^1, 10^2
+            axis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(f"subscribers ({sweep.label})")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")

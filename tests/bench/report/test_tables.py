@@ -259,6 +259,7 @@ def test_byte_parts_split_each_transports_bytes_by_what_they_carry(run_dir: Path
     by = {p.series: p for p in parts}
     ws = by["websocket"]
     assert (ws.payload, ws.envelope, ws.framing, ws.up, ws.response_head) == (16, 60, 2, 0, 0)
+    assert ws.handshake == 210 + 130  # synthetic Upgrade bytes per connection, up + down
     lp = by["longpoll"]
     assert lp.payload == 16 and lp.envelope == 60
     assert lp.requests_per_event is not None and lp.response_head == 0  # no capture.json in the synthetic run
