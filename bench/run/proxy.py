@@ -292,10 +292,12 @@ class Nginx:
         )  # fmt: skip
         if done.returncode != 0:
             raise NginxError(f"openssl could not make a certificate: {done.stderr.strip()[-1000:]}")
-        der = _run([OPENSSL, "x509", "-in", str(cert), "-pubkey", "-noout"])
+        pem = _run([OPENSSL, "x509", "-in", str(cert), "-pubkey", "-noout"]).stdout.encode()
         spki = subprocess.run(
-            [OPENSSL, "pkey", "-pubin", "-outform", "DER"], input=der.stdout.encode(), capture_output=True, check=True
+            [OPENSSL, "pkey", "-pubin", "-outform", "DER"], input=pem, capture_output=True, timeout=30, check=False
         ).stdout
+        if not spki:
+            raise NginxError("openssl could not read the certificate's public key")
         self.spki_sha256 = base64.b64encode(hashlib.sha256(spki).digest()).decode()
         self.cert_path = str(cert)
         return cert, key
@@ -319,11 +321,11 @@ class Nginx:
         site.write_text(self.config_text)
         # As root, workers would switch to "nobody" and could not read the key or write the temporary paths.
         user = pwd.getpwuid(os.geteuid()).pw_name if os.geteuid() == 0 else None
-        main = prefix / "nginx.conf"
-        main.write_text(_wrapper(prefix, site, self.workers, user))
+        main_conf = prefix / "nginx.conf"
+        main_conf.write_text(_wrapper(prefix, site, self.workers, user))
         (prefix / "error.log").write_bytes(b"")
         child = Child(
-            [nginx, "-c", str(main), "-p", str(prefix), "-e", str(prefix / "error.log")],
+            [nginx, "-c", str(main_conf), "-p", str(prefix), "-e", str(prefix / "error.log")],
             python=False,
             lines=False,
             name="nginx",
