@@ -408,9 +408,8 @@ previous answer and the next poll were on the wire. The Kaazing white paper's he
 
 HERO = draw_hero(RUN)
 if HERO is not None:
-    HERO.text(0.01, 0.002, f"{RUN.meta.provenance} · {RUN_DIR.resolve().name}", fontsize=7, color="gray")
     display(HERO)
-    show(hero_caption(RUN))
+    show(hero_caption(RUN))  # names the run, its profile and commit: the figure's small print
 else:
     show("_This run has no scenario with random arrivals under a delay of at least "
          f"{MIN_ONE_WAY_MS:g} ms: the `full` profile's `delay-poisson` sweep measures it._")""",

@@ -192,19 +192,12 @@ def draw_hero(run: Run) -> Figure | None:
     axes[0].set_ylabel("share of events delivered within x")
     handles = [Line2D([], [], color=_COLORS[t], linewidth=1.6, label=_LABELS[t]) for t in ("websocket", "longpoll")]
     handles += [
-        Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="1 transit: push on an open connection"),
-        Line2D(
-            [],
-            [],
-            color="black",
-            linestyle="-.",
-            linewidth=0.9,
-            label="3 transits: event arrives while no poll is held (RFC 6202 §2.2)",
-        ),
+        Line2D([], [], color="black", linestyle=":", linewidth=0.9, label="1 transit: push"),
+        Line2D([], [], color="black", linestyle="-.", linewidth=0.9, label="3 transits: no poll held\n(RFC 6202 §2.2)"),
     ]
     if any_invalid:
-        handles.append(Line2D([], [], color="#9a9a9a", linestyle=":", label="invalid repetition (not the server's)"))
-    fig.legend(handles=handles, fontsize=7.5, loc="outside upper center", ncols=len(handles))
+        handles.append(Line2D([], [], color="#9a9a9a", linestyle=":", label="invalid repetition"))
+    axes[-1].legend(handles=handles, fontsize=7.5, loc="lower right")
     fig.suptitle(
         "An event that arrives while no poll is held pays up to three transits; WebSocket pays one",
         fontsize=11.5,
