@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -66,8 +67,15 @@ class NotConnected(Exception):
 class LabAioClient(AioClient):  # type: ignore[misc]
     """simple-websocket's asyncio client, with an optional deflate offer and a stricter handshake."""
 
-    def __init__(self, url: str, *, compression: bool = False, receive_bytes: int = RECEIVE_BYTES) -> None:
-        super().__init__(url, receive_bytes=receive_bytes)
+    def __init__(
+        self,
+        url: str,
+        *,
+        compression: bool = False,
+        receive_bytes: int = RECEIVE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(url, receive_bytes=receive_bytes, ssl_context=ssl_context)
         self.compression = compression
         """Offer permessage-deflate in the handshake."""
         self.negotiated: list[str] = []
@@ -137,7 +145,9 @@ class WebSocketSubscriber(Subscriber):
     """Subscribe to ``channel`` of the lab server at ``base_url`` over one WebSocket.
 
     ``compression=True`` offers permessage-deflate; whether the server took
-    it is in :attr:`negotiated`. Other keyword arguments are
+    it is in :attr:`negotiated`. ``ssl_context`` is for a ``https://`` base URL (``wss://``): the
+    certificates to trust, e.g. a proxy's own (docs/deployment.md); ``None`` trusts the system's. Other
+    keyword arguments are
     :class:`~clients.subscriber.Subscriber`'s.
     """
 
@@ -152,9 +162,11 @@ class WebSocketSubscriber(Subscriber):
         after: int = 0,
         compression: bool = False,
         receive_bytes: int = RECEIVE_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(channel, after=after, **kwargs)
+        self.ssl_context = ssl_context
         self.url = f"{ws_url(base_url)}/channels/{quote(channel, safe='')}/ws"
         self.compression = compression
         self.receive_bytes = receive_bytes
@@ -168,7 +180,10 @@ class WebSocketSubscriber(Subscriber):
 
     async def _session(self) -> None:
         ws = LabAioClient(
-            f"{self.url}?after={self.tracker.cursor}", compression=self.compression, receive_bytes=self.receive_bytes
+            f"{self.url}?after={self.tracker.cursor}",
+            compression=self.compression,
+            receive_bytes=self.receive_bytes,
+            ssl_context=self.ssl_context,
         )
         try:
             try:

@@ -9,10 +9,13 @@ import asyncio
 
 import pytest
 
+from bench.run.proxy import Nginx, find_nginx
 from clients import NotConnected, Received, WebSocketSubscriber
-from clients.websocket import ws_url
+from clients.websocket import LabAioClient, ws_url
 from tests.clients.conftest import publish_many, run_until
 from tests.support import UNIT, run_server
+
+needs_nginx = pytest.mark.skipif(find_nginx() is None, reason="needs nginx (apt-get install nginx-light)")
 
 
 def test_publish_on_the_connection_is_acked_and_delivered(server, channel):
@@ -87,3 +90,30 @@ def test_ws_url():
     assert ws_url("ws://h:1") == "ws://h:1"
     with pytest.raises(ValueError):
         ws_url("ftp://h")
+
+
+@needs_nginx
+def test_wss_through_a_tls_proxy_with_its_own_certificate(channel):
+    """``ssl_context`` trusts the proxy's throwaway certificate (and only it): events arrive over ``wss://``."""
+    import ssl
+
+    got: list[Received] = []
+    with run_server("gevent") as srv, Nginx(("127.0.0.1", srv.port)) as nginx:
+        base = f"https://127.0.0.1:{nginx.tls_port}"
+        sub = WebSocketSubscriber(base, channel, on_event=got.append, ssl_context=nginx.ssl_context())
+
+        async def main() -> None:
+            await asyncio.gather(run_until(sub, lambda: len(got) == 5), publish_after_connect(sub, srv.url, channel, 5))
+
+        asyncio.run(asyncio.wait_for(main(), 30 * UNIT))
+        untrusting = LabAioClient(
+            f"wss://127.0.0.1:{nginx.tls_port}/channels/x/ws", ssl_context=ssl.create_default_context()
+        )
+        with pytest.raises(ssl.SSLCertVerificationError):
+            asyncio.run(asyncio.wait_for(untrusting.open(), 20 * UNIT))
+    assert [r.seq for r in got] == [1, 2, 3, 4, 5]
+
+
+async def publish_after_connect(sub: WebSocketSubscriber, url: str, channel: str, n: int) -> None:
+    await asyncio.wait_for(sub.connected.wait(), 20 * UNIT)
+    await publish_many(url, channel, n)
