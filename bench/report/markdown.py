@@ -4,7 +4,8 @@ Report layer: ``write_report(run_dir)`` reads ``meta.json`` and the result
 files (validated by :mod:`bench.schema`), deletes the charts it drew before,
 draws them again (:mod:`bench.charts`) and writes ``<run>/REPORT.md`` with the
 summary tables, the performance targets (:mod:`bench.targets`), the peers
-section when the run has peers (:mod:`bench.report.peers`), the Kaazing table
+section when the run has peers (:mod:`bench.report.peers`), the proxy section
+when it went through nginx (:mod:`bench.report.deploy`), the Kaazing table
 (:mod:`bench.kaazing`) and every chart embedded. Nothing else is read:
 the raw files are the source of truth. ``python -m bench.report RUN`` does the
 same; so does the runner's ``python -m bench report RUN``.
@@ -30,6 +31,7 @@ from bench.contract.names import run_dir_name
 from bench.contract.schema import MIN_CPU_S, Result, Run, min_samples
 
 from .charts import Chart, write_charts
+from .deploy import deploy_section
 from .kaazing import PAPER_CLIENTS, measured_table, paper_table
 from .load import load_run
 from .peers import peers_section
@@ -518,6 +520,7 @@ def _markdown(run: Run, charts: Sequence[Chart]) -> str:
         *_summary_sections(run),
         "",
         *peers_section(run),
+        *deploy_section(run.results, run.path / "charts"),
         *_tail_section(run),
         *_memory_section(run),
         *_kaazing_section(run),

@@ -160,9 +160,14 @@ def lab_results(results: Iterable[Result]) -> list[Result]:
 
     A peer's results (``scenario.server`` not ``lab``) and the resume test's (connections dropped every
     ``drop_every_s``) belong to the peers section (:mod:`bench.report.peers`): a peer's WebSocket is not the
-    lab's, and a latency measured across deliberate reconnects is not a steady-state one.
+    lab's, and a latency measured across deliberate reconnects is not a steady-state one. Runs through a proxy
+    (``scenario.proxy``) belong to the "Behind a proxy" section (:mod:`bench.report.deploy`).
     """
-    return [r for r in results if r.scenario.server == "lab" and r.scenario.drop_every_s is None]
+    return [
+        r
+        for r in results
+        if r.scenario.server == "lab" and r.scenario.drop_every_s is None and r.scenario.proxy == "none"
+    ]
 
 
 def bytes_per_event(r: Result) -> float | None:
