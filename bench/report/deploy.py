@@ -29,21 +29,43 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.contract.schema import Result
 
 from .kaazing import PAPER_CLIENTS, mbps
 from .tables import Group, format_number, markdown_table, median_of_valid
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 __all__ = [
     "SECTION_TITLE",
     "DeployRow",
+    "HpackRow",
+    "by_point",
+    "bytes_figure",
+    "clear_bytes",
+    "closing_sentence",
     "deploy_chart",
     "deploy_results",
     "deploy_rows",
     "deploy_section",
+    "events_per_read",
+    "hpack_rows",
+    "hpack_table",
+    "kaazing_picks",
+    "kaazing_table",
+    "largest_read",
     "mode_label",
+    "nginx_cpu_us",
+    "point_table",
+    "point_title",
+    "tls_bytes",
+    "trap_rows",
+    "trap_table",
+    "wire_by_http",
+    "wire_bytes",
 ]
 
 SECTION_TITLE = "Behind a proxy: direct, nginx over HTTP/1.1, nginx over HTTP/2"
@@ -109,6 +131,21 @@ def tls_bytes(r: Result) -> float | None:
 def wire_bytes(r: Result) -> float | None:
     """What the network carries per event: the TLS bytes when there is TLS, else the clear ones."""
     return tls_bytes(r) if r.raw.get("proxy", {}).get("tls") else clear_bytes(r)
+
+
+def nginx_cpu_us(r: Result) -> float | None:
+    """nginx's own CPU (master and worker) per delivered event, in µs; ``None`` direct."""
+    return _proxy(r, "cpu_us_per_event")
+
+
+def events_per_read(r: Result) -> float | None:
+    """Events one read of a subscriber's socket delivered, on average (above 1: lumps); ``None`` unmeasured."""
+    return _proxy(r, "reads", "events_per_read")
+
+
+def largest_read(r: Result) -> float | None:
+    """The most events one read of a subscriber's socket delivered (the largest lump); ``None`` unmeasured."""
+    return _proxy(r, "reads", "largest_read")
 
 
 def _ms(key: str) -> Callable[[Result], float | None]:
@@ -183,17 +220,38 @@ def _point_table(rows: Sequence[DeployRow]) -> list[str]:
                 g.cell(clear_bytes),
                 g.cell(tls_bytes),
                 g.cell(lambda r: r.cpu_us_per_event),
-                g.cell(lambda r: _proxy(r, "cpu_us_per_event")),
-                g.cell(lambda r: _proxy(r, "reads", "events_per_read")),
+                g.cell(nginx_cpu_us),
+                g.cell(events_per_read),
                 g.flags_cell,
             )
         )
     return markdown_table(header, body).splitlines()
 
 
-def _hpack_table(rows: Sequence[DeployRow]) -> list[str]:
-    """First request/answer header block on each HTTP/2 connection against the later ones (bytes, means)."""
-    body = []
+@dataclass(frozen=True)
+class HpackRow:
+    """HPACK on one row's HTTP/2 connections, over the whole run: header block bytes (``HEADERS`` payloads).
+
+    The first request (and answer) on each connection against the later ones, as means; ``None`` where there
+    was no such request or answer.
+    """
+
+    point: str
+    transport: str
+    mode: str
+    connections: int
+    first_request: float | None
+    """Mean header block of a connection's first request (its headers as literals)."""
+    later_request: float | None
+    """Mean header block of every later request (mostly indexes into the connection's dynamic table)."""
+    later_requests: int
+    first_response: float | None
+    later_response: float | None
+
+
+def hpack_rows(rows: Sequence[DeployRow]) -> list[HpackRow]:
+    """One :class:`HpackRow` per row measured over HTTP/2 with at least one connection, in the rows' order."""
+    out = []
     for row in rows:
         results = [r for r in row.group.all if isinstance(r.raw.get("proxy", {}).get("hpack"), dict)]
         if not results:
@@ -205,22 +263,41 @@ def _hpack_table(rows: Sequence[DeployRow]) -> list[str]:
         if not totals["connections"]:
             continue
 
-        def mean(total: str, count: str, totals: dict[str, int] = totals) -> str:
-            return format_number(totals[total] / totals[count]) if totals[count] else "—"
+        def mean(total: str, count: str, totals: dict[str, int] = totals) -> float | None:
+            return totals[total] / totals[count] if totals[count] else None
 
-        body.append(
-            (
+        out.append(
+            HpackRow(
                 row.point,
                 row.transport,
                 row.mode,
-                str(totals["connections"]),
+                totals["connections"],
                 mean("first_request_bytes", "connections"),
                 mean("later_request_bytes", "later_requests"),
-                f"{totals['later_requests']:,}",
+                totals["later_requests"],
                 mean("first_response_bytes", "first_responses"),
                 mean("later_response_bytes", "later_responses"),
             )
         )
+    return out
+
+
+def _hpack_table(rows: Sequence[DeployRow]) -> list[str]:
+    """First request/answer header block on each HTTP/2 connection against the later ones (bytes, means)."""
+    body = [
+        (
+            h.point,
+            h.transport,
+            h.mode,
+            str(h.connections),
+            format_number(h.first_request),
+            format_number(h.later_request),
+            f"{h.later_requests:,}",
+            format_number(h.first_response),
+            format_number(h.later_response),
+        )
+        for h in hpack_rows(rows)
+    ]
     if not body:
         return []
     header = (
@@ -237,8 +314,8 @@ def _hpack_table(rows: Sequence[DeployRow]) -> list[str]:
     return markdown_table(header, body).splitlines()
 
 
-def _trap_table(rows: Sequence[DeployRow]) -> list[str]:
-    """The SSE rows through nginx without TLS: buffering on against off."""
+def trap_rows(rows: Sequence[DeployRow]) -> list[DeployRow]:
+    """The SSE buffering trap's rows through nginx, buffering on first, then off; empty without an "on" row."""
     trap = [
         row
         for row in rows
@@ -246,26 +323,35 @@ def _trap_table(rows: Sequence[DeployRow]) -> list[str]:
     ]
     if not any(row.group.scenario.proxy_buffering for row in trap):
         return []
+    return sorted(trap, key=lambda row: not row.group.scenario.proxy_buffering)
+
+
+def _trap_table(rows: Sequence[DeployRow]) -> list[str]:
+    """The SSE rows through nginx without TLS: buffering on against off."""
     body = []
-    for row in sorted(trap, key=lambda row: not row.group.scenario.proxy_buffering):
+    for row in trap_rows(rows):
         g = row.group
         body.append(
             (
                 "on + gzip (X-Accel-Buffering ignored)" if g.scenario.proxy_buffering else "off (docs/nginx/lab.conf)",
-                g.cell(lambda r: _proxy(r, "reads", "events_per_read")),
-                g.cell(lambda r: _proxy(r, "reads", "largest_read")),
+                g.cell(events_per_read),
+                g.cell(largest_read),
                 g.cell(_ms("p50_us")),
                 g.cell(_ms("p99_us")),
                 g.cell(_ms("max_us")),
                 f"{g.total('missing'):,} of {sum(r.counters.expected for r in g.all):,}",
             )
         )
+    if not body:
+        return []
     header = ("nginx buffering", "events/read", "largest read", "p50 ms", "p99 ms", "max ms", "never arrived")
     return markdown_table(header, body).splitlines()
 
 
-def _kaazing_rows(rows: Sequence[DeployRow]) -> list[tuple[str, ...]]:
-    """The Kaazing table's Mbps per transport and way in, from the wire bytes of the loopback point nearest 1 ev/s."""
+def kaazing_picks(rows: Sequence[DeployRow]) -> list[DeployRow]:
+    """The row of each transport and way in that the Kaazing table reads: loopback, one stream per connection,
+    buffering off, the lowest rate per subscriber (the nearest to the paper's one event per second); in the
+    order transport, direct / HTTP/1.1 / HTTP/2."""
     picked: dict[tuple[str, str], DeployRow] = {}
     for row in rows:
         sc = row.group.scenario
@@ -274,18 +360,26 @@ def _kaazing_rows(rows: Sequence[DeployRow]) -> list[tuple[str, ...]]:
         key = (row.transport, row.mode)
         if key not in picked or sc.rate_per_subscriber < picked[key].group.scenario.rate_per_subscriber:
             picked[key] = row
+    return [
+        row
+        for _, row in sorted(
+            picked.items(), key=lambda kv: (TRANSPORT_ORDER.index(kv[0][0]) if kv[0][0] in TRANSPORT_ORDER else 9,
+                                            _mode_order(kv[0][1]))
+        )
+    ]  # fmt: skip
+
+
+def _kaazing_rows(rows: Sequence[DeployRow]) -> list[tuple[str, ...]]:
+    """The Kaazing table's Mbps per transport and way in, from the wire bytes of the loopback point nearest 1 ev/s."""
     out = []
-    for (transport, mode), row in sorted(
-        picked.items(), key=lambda kv: (TRANSPORT_ORDER.index(kv[0][0]) if kv[0][0] in TRANSPORT_ORDER else 9,
-                                        _mode_order(kv[0][1]))
-    ):  # fmt: skip
+    for row in kaazing_picks(rows):
         wire = row.median(wire_bytes)
         if wire is None:
             continue
         out.append(
             (
-                transport,
-                mode,
+                row.transport,
+                row.mode,
                 format_number(wire),
                 *(format_number(mbps(wire, n), 4) for n in PAPER_CLIENTS),
                 f"{row.point} ({row.group.scenario.rate_per_subscriber:g} ev/s per subscriber)",
@@ -294,8 +388,10 @@ def _kaazing_rows(rows: Sequence[DeployRow]) -> list[tuple[str, ...]]:
     return out
 
 
-def _closing(rows: Sequence[DeployRow]) -> str:
-    """Bytes per event over HTTP/2 for long polling and SSE against HTTP/1.1 and WebSocket (loopback, 1 stream)."""
+def wire_by_http(rows: Sequence[DeployRow]) -> dict[tuple[str, str], float]:
+    """Bytes on the wire per event through nginx over TLS, by ``(transport, http)``: loopback, one stream per
+    connection, buffering off, the lowest rate per subscriber measured (``http`` is the listener's: a WebSocket
+    under ``"2"`` is its HTTP/1.1 Upgrade on the HTTP/2 listener)."""
     chosen: dict[tuple[str, str], tuple[float, float]] = {}
     for row in rows:
         sc = row.group.scenario
@@ -306,7 +402,12 @@ def _closing(rows: Sequence[DeployRow]) -> str:
         key = (row.transport, sc.http)
         if value is not None and (key not in chosen or sc.rate_per_subscriber < chosen[key][0]):
             chosen[key] = (sc.rate_per_subscriber, value)
-    best = {key: value for key, (_, value) in chosen.items()}
+    return {key: value for key, (_, value) in chosen.items()}
+
+
+def _closing(rows: Sequence[DeployRow]) -> str:
+    """Bytes per event over HTTP/2 for long polling and SSE against HTTP/1.1 and WebSocket (loopback, 1 stream)."""
+    best = wire_by_http(rows)
     parts = []
     for transport in ("longpoll", "sse"):
         h2, h1 = best.get((transport, "2")), best.get((transport, "1.1"))
@@ -322,11 +423,11 @@ def _closing(rows: Sequence[DeployRow]) -> str:
     )
 
 
-def deploy_chart(rows: Sequence[DeployRow], charts_dir: Path) -> Path | None:
+def bytes_figure(rows: Sequence[DeployRow]) -> Figure | None:
     """Bytes per event per transport, direct / nginx HTTP/1.1 / nginx HTTP/2, the TLS bytes behind the clear ones.
 
-    From the loopback point with the most rows (one stream per connection, buffering off). Writes
-    ``deploy-bytes.png`` and ``.svg`` in ``charts_dir``; returns the PNG's path (``None``: nothing to draw).
+    From the loopback point with the most rows (one stream per connection, buffering off); ``None``: nothing to
+    draw. The report saves it (:func:`deploy_chart`), the notebook shows it.
     """
     usable = [
         row
@@ -366,6 +467,15 @@ def deploy_chart(rows: Sequence[DeployRow], charts_dir: Path) -> Path | None:
     ax.set_ylabel("bytes per delivered event (both directions)")
     ax.set_title(f"Bytes per event, {point}: clear (solid) and TLS on the wire (hatched)")
     ax.legend(fontsize=8)
+    return fig
+
+
+def deploy_chart(rows: Sequence[DeployRow], charts_dir: Path) -> Path | None:
+    """:func:`bytes_figure` written as ``deploy-bytes.png`` and ``.svg`` in ``charts_dir``; returns the PNG's path
+    (``None``: nothing to draw)."""
+    fig = bytes_figure(rows)
+    if fig is None:
+        return None
     charts_dir.mkdir(parents=True, exist_ok=True)
     png = charts_dir / "deploy-bytes.png"
     fig.savefig(png, dpi=110)
@@ -393,10 +503,7 @@ def deploy_section(results: Sequence[Result], charts_dir: Path | None = None) ->
         "worker), apart from the server's.",
         "",
     ]
-    points: dict[str, list[DeployRow]] = defaultdict(list)
-    for row in rows:
-        points[row.point].append(row)
-    for rows_of_point in points.values():
+    for rows_of_point in by_point(rows).values():
         lines += [f"### {_point_title(rows_of_point)}", "", *_point_table(rows_of_point), ""]
     if charts_dir is not None:
         png = deploy_chart(rows, charts_dir)
@@ -434,19 +541,63 @@ def deploy_section(results: Sequence[Result], charts_dir: Path | None = None) ->
             *trap,
             "",
         ]
-    kaazing = _kaazing_rows(rows)
+    kaazing = kaazing_table(rows)
     if kaazing:
-        clients = [f"{n:,} clients (Mbps)" for n in PAPER_CLIENTS]
         lines += [
             "### The Kaazing table, HTTP/2 beside HTTP/1.1",
             "",
             "The white paper's throughput at one event per second per client (Mbps = 2^20 bit/s), from the bytes "
             "this run measured on the wire (TLS bytes where there is TLS) per delivered event, both directions:",
             "",
-            *markdown_table(("transport", "way in", "B/event", *clients, "measured in"), kaazing).splitlines(),
+            *kaazing.splitlines(),
             "",
         ]
     closing = _closing(rows)
     if closing:
         lines += [closing, ""]
     return lines
+
+
+# --- the same, one piece at a time (the notebook shows them between its own sentences) ---------------------
+
+
+def by_point(rows: Sequence[DeployRow]) -> dict[str, list[DeployRow]]:
+    """The rows grouped by point (a sweep), in the rows' order: one table each."""
+    points: dict[str, list[DeployRow]] = defaultdict(list)
+    for row in rows:
+        points[row.point].append(row)
+    return dict(points)
+
+
+def point_title(rows: Sequence[DeployRow]) -> str:
+    """A point's title: ``deploy-100x10: 100 subscribers x 10 ev/s, loopback`` (the rows of one point)."""
+    return _point_title(rows)
+
+
+def point_table(rows: Sequence[DeployRow]) -> str:
+    """A point's Markdown table, as in REPORT.md: a row per transport and way in (the rows of one point)."""
+    return "\n".join(_point_table(rows))
+
+
+def hpack_table(rows: Sequence[DeployRow]) -> str:
+    """REPORT.md's HPACK table (:func:`hpack_rows` as Markdown); empty without an HTTP/2 row."""
+    return "\n".join(_hpack_table(rows))
+
+
+def trap_table(rows: Sequence[DeployRow]) -> str:
+    """REPORT.md's SSE buffering trap table (:func:`trap_rows` as Markdown); empty without the trap."""
+    return "\n".join(_trap_table(rows))
+
+
+def kaazing_table(rows: Sequence[DeployRow]) -> str:
+    """REPORT.md's Kaazing table, HTTP/2 beside HTTP/1.1 (:func:`kaazing_picks` as Markdown); empty without one."""
+    body = _kaazing_rows(rows)
+    if not body:
+        return ""
+    clients = [f"{n:,} clients (Mbps)" for n in PAPER_CLIENTS]
+    return markdown_table(("transport", "way in", "B/event", *clients, "measured in"), body)
+
+
+def closing_sentence(rows: Sequence[DeployRow]) -> str:
+    """REPORT.md's closing sentence: long polling and SSE over HTTP/2 against HTTP/1.1 and WebSocket (or "")."""
+    return _closing(rows)

@@ -14,9 +14,34 @@ from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.patches import Rectangle
 
 from bench.contract.schema import Result, result_from, validate_result
-from bench.report.deploy import SECTION_TITLE, deploy_results, deploy_rows, deploy_section, mode_label
+from bench.report.deploy import (
+    SECTION_TITLE,
+    by_point,
+    bytes_figure,
+    clear_bytes,
+    closing_sentence,
+    deploy_results,
+    deploy_rows,
+    deploy_section,
+    events_per_read,
+    hpack_rows,
+    hpack_table,
+    kaazing_picks,
+    kaazing_table,
+    largest_read,
+    mode_label,
+    nginx_cpu_us,
+    point_table,
+    point_title,
+    tls_bytes,
+    trap_rows,
+    trap_table,
+    wire_by_http,
+    wire_bytes,
+)
 from bench.report.kaazing import mbps
 from tests.bench.fixtures.synthetic import Spec, _result
 
@@ -210,3 +235,95 @@ def test_no_chart_without_a_directory() -> None:
 def test_no_trap_table_without_the_trap(buffering: bool) -> None:
     results = [r for r in fixture_results() if not r.scenario.proxy_buffering]
     assert not any("The SSE buffering trap" in line for line in deploy_section(results))
+
+
+# --- the public pieces the notebook reads: numbers, and the report's own tables -------------------------------
+
+
+def test_hpack_rows_are_the_means_of_the_whole_run() -> None:
+    rows = hpack_rows(deploy_rows(fixture_results()))
+    assert [(h.point, h.transport, h.mode) for h in rows] == [
+        ("deploy-100x10", "longpoll", "nginx HTTP/2 + TLS"),
+        ("deploy-100x10", "sse", "nginx HTTP/2 + TLS"),
+        ("deploy-h2-streams", "longpoll", "nginx HTTP/2 + TLS, 10 streams/conn"),
+    ]
+    h = rows[0]
+    assert (h.connections, h.first_request, h.later_request, h.later_requests) == (2, 45.0, 30.0, 10)
+    assert (h.first_response, h.later_response) == (110.0, 108.0)
+
+
+def test_trap_rows_on_first_and_none_without_the_trap() -> None:
+    rows = deploy_rows(fixture_results())
+    trap = trap_rows(rows)
+    assert [row.group.scenario.proxy_buffering for row in trap] == [True, False]
+    assert [row.median(events_per_read) for row in trap] == [5.0, 1.0]
+    assert [row.median(largest_read) for row in trap] == [12.0, 1.0]
+    assert trap_rows([row for row in rows if not row.group.scenario.proxy_buffering]) == []
+    assert trap_table([row for row in rows if not row.group.scenario.proxy_buffering]) == ""
+
+
+def test_number_getters_of_one_result() -> None:
+    results = fixture_results()
+    h2 = next(r for r in results if r.scenario.http == "2" and r.scenario.transport == "longpoll")
+    direct = next(r for r in results if r.scenario.proxy == "none")
+    assert (clear_bytes(h2), tls_bytes(h2), wire_bytes(h2), nginx_cpu_us(h2)) == (260.0, 300.0, 300.0, 33.0)
+    assert (clear_bytes(direct), tls_bytes(direct), wire_bytes(direct), nginx_cpu_us(direct)) == (
+        400.0,
+        None,
+        400.0,
+        None,
+    )
+    assert (events_per_read(direct), largest_read(direct)) == (None, None)
+
+
+def test_wire_by_http_and_kaazing_picks() -> None:
+    rows = deploy_rows(fixture_results())
+    assert wire_by_http(rows) == {
+        ("longpoll", "1.1"): 470.0,
+        ("longpoll", "2"): 300.0,
+        ("sse", "1.1"): 470.0,
+        ("sse", "2"): 300.0,
+        ("websocket", "1.1"): 470.0,
+        ("websocket", "2"): 300.0,
+    }
+    picks = kaazing_picks(rows)
+    assert [(row.transport, row.mode) for row in picks][:3] == [
+        ("longpoll", "direct"),
+        ("longpoll", "nginx HTTP/1.1 + TLS"),
+        ("longpoll", "nginx HTTP/2 + TLS"),
+    ]
+    assert all(row.group.scenario.streams_per_connection == 1 for row in picks)
+    assert all(not row.group.scenario.proxy_buffering for row in picks)
+
+
+def test_the_pieces_are_the_sections() -> None:
+    """The notebook's tables are REPORT.md's: each piece appears verbatim in deploy_section."""
+    results = fixture_results()
+    rows = deploy_rows(results)
+    text = "\n".join(deploy_section(results))
+    points = by_point(rows)
+    assert list(points) == ["deploy-100x10", "deploy-h2-streams", "deploy-sse-buffering"]
+    for rows_of_point in points.values():
+        assert f"### {point_title(rows_of_point)}\n\n{point_table(rows_of_point)}" in text
+    for piece in (hpack_table(rows), trap_table(rows), kaazing_table(rows), closing_sentence(rows)):
+        assert piece and piece in text
+
+
+def test_bytes_figure_draws_a_bar_per_transport_and_way_in() -> None:
+    rows = deploy_rows(fixture_results())
+    fig = bytes_figure(rows)
+    assert fig is not None
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["longpoll", "sse", "websocket"]
+    legend = ax.get_legend()
+    assert legend is not None
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "direct",
+        "nginx HTTP/1.1 + TLS",
+        "nginx HTTP/2 + TLS",
+        "nginx HTTP/2 + TLS (WebSocket: HTTP/1.1 Upgrade)",
+    ]
+    heights = sorted(round(p.get_height()) for p in ax.patches if isinstance(p, Rectangle))
+    # clear: direct and HTTP/1.1 400, HTTP/2 260; TLS: none direct (0), HTTP/1.1 470, HTTP/2 300; 3 transports each
+    assert heights == sorted([0] * 3 + [400] * 6 + [470] * 3 + [260] * 3 + [300] * 3)
+    assert bytes_figure([]) is None
