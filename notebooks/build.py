@@ -1322,7 +1322,441 @@ elif PEERS is not None:
     ),
     (
         "md",
-        """## 8. Operations (RFC 6202, section 2.2 and 5)
+        """## 8. Behind a proxy: nginx, TLS and HTTP/2
+
+In production nobody reaches the Flask app directly: a reverse proxy (here nginx) terminates TLS, speaks
+HTTP/2 to browsers and HTTP/1.1 to the app. That changes the comparison, and every classic write-up stops
+before it:
+
+- **Header compression (HPACK).** Over HTTP/2, headers repeated on one connection (the path, `Host`,
+  `Accept`, cookies) are sent as indexes into a table both ends keep: a connection's first request pays its
+  headers in full, later ones a few bytes. Long polling and interval polling, which send a request per
+  answer, have the most to gain; an SSE stream or a WebSocket pays its headers once anyway.
+- **Multiplexing.** One HTTP/2 connection carries every request of a page as streams. Over HTTP/1.1 a browser
+  opens at most six connections per host, and a held long poll holds one for its whole hold: RFC 6202
+  section 5.1 warns that long-polling pages exhaust that limit. Over HTTP/2 it no longer bites (up to nginx's
+  concurrent streams per connection).
+- **WebSocket stays HTTP/1.1.** nginx 1.22 does not carry WebSockets over HTTP/2 (RFC 8441's extended
+  `CONNECT`), so a `wss://` socket is an HTTP/1.1 connection over TLS with its `Upgrade`, even on the
+  listener that speaks HTTP/2 to everything else.
+- **Traps.** A proxy ends a held request after its read timeout, and it can hold a stream's bytes back.
+
+The numbers below come from a run of the `deploy` profile (`python -m bench run --profile deploy`): the runner
+starts nginx on [docs/nginx/lab.conf](../docs/nginx/lab.conf) (the configuration
+[docs/deployment.md](../docs/deployment.md) explains directive by directive) in front of the lab's server, and
+the same fleet reaches the server direct, through nginx over TLS with HTTP/1.1, and through nginx over TLS with
+HTTP/2, at the same points, in the same run. The publisher publishes straight to the server, so end-to-end
+latency holds one proxy hop. The section reads `LAB_DEPLOY_RUN` if it is set, else `results/deploy`, else the
+main run if that went through a proxy. A cell of its tables is the median of the valid repetitions [range], as
+in `REPORT.md`'s "Behind a proxy" section, whose tables these are (`bench.report.deploy`).""",
+    ),
+    (
+        "code",
+        """from bench.report.deploy import (
+    by_point,
+    bytes_figure,
+    clear_bytes,
+    closing_sentence,
+    deploy_rows,
+    events_per_read,
+    hpack_rows,
+    hpack_table,
+    kaazing_picks,
+    kaazing_table,
+    largest_read,
+    nginx_cpu_us,
+    point_table,
+    point_title,
+    tls_bytes,
+    trap_rows,
+    trap_table,
+    wire_by_http,
+    wire_bytes,
+)
+import dataclasses
+
+from bench.report import median_of_valid
+
+TRANSPORT_NAMES = {"longpoll": "long polling", "polling": "interval polling", "sse": "SSE", "websocket": "WebSocket"}
+# The deploy run: LAB_DEPLOY_RUN if set, else results/deploy, else the main run if it went through a proxy.
+if os.environ.get("LAB_DEPLOY_RUN"):
+    DEPLOY_DIR = given("LAB_DEPLOY_RUN")
+    if not (DEPLOY_DIR / "meta.json").exists():
+        raise FileNotFoundError(f"LAB_DEPLOY_RUN={DEPLOY_DIR} is not a run directory (no meta.json)")
+elif (ROOT / "results" / "deploy" / "meta.json").exists():
+    DEPLOY_DIR = ROOT / "results" / "deploy"
+elif deploy_rows(RUN.results):
+    DEPLOY_DIR = RUN_DIR
+else:
+    DEPLOY_DIR = None
+if DEPLOY_DIR is None:
+    DEPLOY = None
+elif DEPLOY_DIR.resolve() == RUN_DIR.resolve():
+    DEPLOY = RUN
+else:
+    DEPLOY = load_run(DEPLOY_DIR)
+DEPLOY_ROWS = deploy_rows(DEPLOY.results) if DEPLOY is not None else []
+NO_DEPLOY_SHORT = "_No run through a proxy: nothing to show (above)._"
+NO_DEPLOY = ("_No run through a proxy is available"
+             + (f" (`{DEPLOY_DIR.resolve().name}` has no result through nginx)" if DEPLOY_DIR is not None else "")
+             + ": set `LAB_DEPLOY_RUN` to a run of the `deploy` profile (`python -m bench run --profile deploy`), "
+             "or commit one as `results/deploy`. This section shows nothing without one._")
+
+
+def valid_median(row, get):
+    # the median over the valid repetitions only (a saturated fleet measures itself); None when none is valid
+    return median_of_valid(row.group.all, get)
+
+
+def between(values, digits=3):
+    # "a" or "a to b": the range of some numbers as the prose quotes them
+    lo, hi = n(min(values), digits), n(max(values), digits)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def caveat(*rows):
+    # what the prose must say when a number comes from repetitions none of which is valid
+    flags = sorted({f for row in rows if row is not None and row.group.only_invalid for r in row.group.all
+                    for f in r.flags})
+    return f" (no valid repetition: {', '.join(flags)})" if flags else ""
+
+
+def find(rows, transport, mode):
+    # the row of one transport and way in ("direct", "nginx HTTP/1.1 + TLS", "nginx HTTP/2 + TLS"...), or None
+    return next((row for row in rows if row.transport == transport and row.mode.startswith(mode)), None)
+
+
+if DEPLOY_ROWS:
+    print(f"deploy run: {DEPLOY_DIR.resolve().name}, profile {DEPLOY.meta.profile}")
+    print(DEPLOY.meta.provenance)
+    fair = [r for row in DEPLOY_ROWS if not row.group.scenario.proxy_buffering for r in row.group.all]
+    lost = sum(r.counters.missing + r.counters.duplicate + r.counters.out_of_order for r in fair)
+    show(
+        f"**Correctness first.** Over the {len(fair)} repetitions of this section's points (direct and through "
+        "nginx; the buffering trap's buffered row apart, below), missing / duplicate / out of order: "
+        f"{sum(r.counters.missing for r in fair):,} / {sum(r.counters.duplicate for r in fair):,} / "
+        f"{sum(r.counters.out_of_order for r in fair):,} of {sum(r.counters.expected for r in fair):,} events "
+        "expected" + (" (**loss**: the rows marked ✗ say where)." if lost else ": nothing lost through the proxy.")
+    )
+    for rows in by_point(DEPLOY_ROWS).values():
+        show(f"**{point_title(rows)}**")
+        show(point_table(rows))
+else:
+    show(NO_DEPLOY)""",
+    ),
+    (
+        "md",
+        """### What a delivered event costs on the wire, direct and through nginx
+
+Two counts of the same traffic. *In the clear*: the bytes of HTTP/1.1, or over HTTP/2 the frame bytes after
+decryption (frame headers, HPACK header blocks, `DATA` payloads), both directions, per delivered event: what
+the protocol costs. *On the wire*: the TLS bytes, the TCP payload the network carries (TLS records, each with
+its header and authentication tag). Direct, there is no TLS: the wire carries the clear bytes. In the chart the
+solid bar is the clear count and the hatched bar behind it the TLS count.""",
+    ),
+    (
+        "code",
+        """if DEPLOY_ROWS:
+    FIG = bytes_figure(DEPLOY_ROWS)
+    if FIG is not None:
+        display(FIG)
+        show(f"_Run `{DEPLOY_DIR.resolve().name}`: {DEPLOY.meta.provenance}._")
+    PICKS = kaazing_picks(DEPLOY_ROWS)  # per transport and way in: loopback, one stream, the lowest rate
+    said = []
+    for transport in ("longpoll", "polling", "sse", "websocket"):
+        direct, h1, h2 = (find(PICKS, transport, mode) for mode in ("direct", "nginx HTTP/1.1 + TLS", "nginx HTTP/2"))
+        if h1 is None or h2 is None:
+            continue
+        c1, c2 = h1.median(clear_bytes), h2.median(clear_bytes)
+        w1, w2 = h1.median(tls_bytes), h2.median(tls_bytes)
+        text = (f"**{TRANSPORT_NAMES[transport]}** (`{h2.point}`): "
+                + (f"{n(direct.median(clear_bytes))} bytes per event direct; " if direct is not None else "")
+                + f"through nginx over HTTP/1.1 {n(c1)} in the clear and {n(w1)} on the wire, over HTTP/2 "
+                f"{n(c2)} and {n(w2)}")
+        if transport == "websocket":
+            text += ("; its HTTP/2 row is the same HTTP/1.1 Upgrade over TLS, on the listener that offers HTTP/2 "
+                     "(nginx does not carry WebSockets over HTTP/2)")
+        elif c1 and c2:
+            text += f": in the clear, HTTP/2's bytes are {n(c2 / c1)} times HTTP/1.1's"
+        said.append(text + caveat(direct, h1, h2) + ".")
+    if said:
+        show("\\n".join(f"- {s}" for s in said))
+    ws = find(PICKS, "websocket", "nginx HTTP/1.1 + TLS")
+    if ws is not None and ws.median(clear_bytes) and ws.median(tls_bytes):
+        show(f"TLS adds its own framing (a record header and an authentication tag per record): through nginx over "
+             f"HTTP/1.1, WebSocket's event takes {n(ws.median(tls_bytes))} bytes on the wire for "
+             f"{n(ws.median(clear_bytes))} in the clear, {n(ws.median(tls_bytes) - ws.median(clear_bytes))} more.")
+else:
+    show(NO_DEPLOY_SHORT)""",
+    ),
+    (
+        "md",
+        """### HPACK: the first request on a connection against the later ones
+
+The fleet's HTTP/2 client records the header block (the `HEADERS` frame's payload) of every request it sends
+and every answer it gets, per connection. The first request on a connection carries its headers as literals
+and fills the connection's dynamic table; a later one names the same headers by index, and only what changes
+(the cursor in the path) as a literal. nginx's answers go through its own encoder.""",
+    ),
+    (
+        "code",
+        """HPACK = hpack_rows(DEPLOY_ROWS)
+if HPACK:
+    show(hpack_table(DEPLOY_ROWS))
+    said = []
+    for h in HPACK:
+        if "streams/conn" in h.mode or h.first_request is None or h.later_request is None:
+            continue
+        text = (f"{TRANSPORT_NAMES[h.transport][0].upper()}{TRANSPORT_NAMES[h.transport][1:]} in `{h.point}`: a connection's first request took "
+                f"{n(h.first_request)} bytes of header block, each of the {h.later_requests:,} later ones "
+                f"{n(h.later_request)} on average ({n(h.later_request / h.first_request, 2)} of the first)")
+        if h.first_response is not None and h.later_response is not None:
+            text += f"; nginx's answers {n(h.first_response)} bytes first, {n(h.later_response)} later"
+        said.append(text + ".")
+    if said:
+        show("Over HTTP/2:\\n" + "\\n".join(f"- {s}" for s in said))
+    multi = [h for h in HPACK if "streams/conn" in h.mode]
+    for h in multi:
+        row = next(row for row in DEPLOY_ROWS if row.point == h.point and row.transport == h.transport
+                   and row.mode == h.mode)
+        one = find(PICKS, h.transport, "nginx HTTP/2")
+        sc = row.group.scenario
+        text = (f"**Multiplexed** (`{h.point}`): {sc.subscribers} {TRANSPORT_NAMES[h.transport]} "
+                f"subscribers per repetition, {sc.streams_per_connection} streams per connection: "
+                f"{h.connections} connections over the whole run, {n(row.median(tls_bytes))} bytes per event on the "
+                f"wire and {n(row.median(clear_bytes))} in the clear")
+        if one is not None:
+            text += (f", against {n(one.median(tls_bytes))} and {n(one.median(clear_bytes))} with one stream per "
+                     f"connection (`{one.point}`)")
+            rpe, rpe1 = row.median(lambda r: r.num("http", "requests_per_event")), one.median(
+                lambda r: r.num("http", "requests_per_event"))
+            if rpe is not None and rpe1 is not None:
+                text += f"; requests per event {n(rpe, 2)} against {n(rpe1, 2)}"
+        show(text + caveat(row, one) + ".")
+elif DEPLOY_ROWS:
+    show("_This run has no HTTP/2 row with header blocks recorded._")
+else:
+    show(NO_DEPLOY_SHORT)""",
+    ),
+    (
+        "md",
+        """### What the proxy hop costs
+
+nginx sits between the server and every subscriber: each event crosses one more process, one more pair of
+sockets, and on TLS one more encryption. Below, per point and transport, the latency through nginx minus the
+latency direct (medians of the valid repetitions, end to end), the server's CPU per event and nginx's own CPU
+per event (its master and worker, measured apart from the server's), and what nginx costs beside the server.""",
+    ),
+    (
+        "code",
+        """HOP = []
+for point, rows in by_point(DEPLOY_ROWS).items():
+    for row in rows:
+        sc = row.group.scenario
+        if sc.proxy == "none" or sc.proxy_buffering or sc.streams_per_connection > 1:
+            continue
+        HOP.append((point, row, find(rows, row.transport, "direct")))
+
+
+def latency(row, key):
+    # (median over the repetitions a table shows, True when none of them is valid); (None, False) without a row
+    if row is None:
+        return None, False
+    value = median_of_valid([dataclasses.replace(r, valid=True) for r in row.group.shown],
+                            lambda r: ms(getattr(r.end_to_end, key)))
+    return value, row.group.only_invalid
+
+
+def arrow(row, direct, key):
+    # "direct → through nginx" in ms, a value of no valid repetition in italics (as REPORT.md's cells)
+    cells = []
+    for value, invalid in (latency(direct, key), latency(row, key)):
+        cells.append(f"*{n(value)}*" if invalid and value is not None else n(value))
+    return " → ".join(cells)
+
+
+def share(row):
+    # nginx's CPU per event over the server's (in italics when no repetition is valid, as the cells beside it)
+    proxy, cpu = row.median(nginx_cpu_us), row.median(lambda r: r.cpu_us_per_event)
+    if not proxy or not cpu:
+        return "—"
+    return f"*{n(proxy / cpu, 2)}*" if row.group.only_invalid else n(proxy / cpu, 2)
+
+
+if HOP:
+    show(markdown_table(
+        ("point", "transport", "way in", "p50 ms: direct → nginx", "p99 ms: direct → nginx", "server µs/event",
+         "nginx µs/event", "nginx / server"),
+        [(point, row.transport + row.group.marks, row.mode, arrow(row, direct, "p50_us"), arrow(row, direct, "p99_us"),
+          row.group.cell(lambda r: r.cpu_us_per_event), row.group.cell(nginx_cpu_us),
+          share(row))
+         for point, row, direct in HOP],
+    ))
+    added, shares, transits = [], [], []
+    for point, row, direct in HOP:
+        p50 = valid_median(row, lambda r: ms(r.end_to_end.p50_us))
+        d50 = valid_median(direct, lambda r: ms(r.end_to_end.p50_us)) if direct is not None else None
+        if p50 is not None and d50 is not None:
+            added.append(p50 - d50)
+        cpu, proxy = valid_median(row, lambda r: r.cpu_us_per_event), valid_median(row, nginx_cpu_us)
+        if cpu and proxy:
+            shares.append(proxy / cpu)
+        one_way = row.group.scenario.link.one_way_ms
+        if one_way > 0 and p50 is not None:
+            transits.append(f"{TRANSPORT_NAMES[row.transport]} {row.mode.removeprefix('nginx ')} {n(p50 / one_way, 2)}"
+                            + (f" (direct {n(d50 / one_way, 2)})" if d50 is not None else ""))
+            transits_over = one_way
+    said = []
+    if added:
+        said.append(f"Through nginx the median end-to-end latency moved by {between(added)} ms against the same "
+                    "transport direct, at the same point and in the same run (valid repetitions on both sides).")
+    else:
+        said.append("No transport has valid repetitions both direct and through nginx at one point: no latency "
+                    "difference is quoted (the table's italics are from repetitions with a saturated fleet or a "
+                    "publisher behind).")
+    if shares:
+        said.append(f"nginx's own CPU per delivered event was {between(shares, 2)} times the server's (valid "
+                    "repetitions), spent on top of it: on another core here, or on another machine.")
+    if transits:
+        said.append(f"Over the {transits_over:g} ms one-way link (clients to nginx) the medians are, in transits: "
+                    + "; ".join(transits) + ".")
+    show(" ".join(said))
+elif DEPLOY_ROWS:
+    show("_No point of this run has a transport through nginx with one stream per connection._")
+else:
+    show(NO_DEPLOY_SHORT)""",
+    ),
+    (
+        "md",
+        """### The three traps, and the configuration that avoids each
+
+Each trap is a test (`tests/bench/run/test_proxy_traps.py`) that runs nginx on docs/nginx/lab.conf with the
+one or two lines that make the trap, asserts the failure, then asserts its absence with the shipped file. The
+tests assert counts and orders, never durations; the one-off numbers they print are in docs/deployment.md,
+with the command that printed them (`.venv/bin/python -m pytest -q -s tests/bench/run/test_proxy_traps.py`).
+
+1. **A held long poll longer than the proxy's read timeout.** nginx waits `proxy_read_timeout` between two
+   reads from the server; a held poll writes nothing until it answers, so with a timeout below the hold nginx
+   answers `504 Gateway Time-out` in the server's place. The test lowers the timeout below the hold: some
+   answers are `504`, and every event still arrives exactly once and in order, because the lab's client takes a
+   `5xx` as "try again" and polls again from its cursor, which only moves with events received. **Avoided by** a
+   read timeout above the server's longest hold in the long-poll location (nginx's default is above it; many
+   guides and load balancers set less), and by a client that resumes from a cursor.
+2. **SSE through a buffering proxy.** With `proxy_buffering on`, the lab's `X-Accel-Buffering: no` ignored
+   and `text/event-stream` compressed (what a generic "compress everything textual" block does), nothing
+   reaches the browser, not even the response head, until nginx's buffers fill; then a lump of events in one
+   read. **Avoided by** `proxy_buffering off` and `gzip off` in the SSE location; the lab's
+   `X-Accel-Buffering: no` keeps buffering off even where a location forgets it, unless a proxy ignores the
+   header. The deploy run measures this one (below).
+3. **Seven long-polling tabs over HTTP/1.1.** Seven pages of one Chromium, each holding a `fetch` long poll:
+   over HTTP/1.1 the browser's per-host limit lets six polls reach the server and the seventh is not even sent
+   until one of them answers (RFC 6202 section 5.1); over HTTP/2 all seven are held, as streams of one
+   connection. **Avoided by** serving the page and its polls over HTTP/2 (`http2` on the TLS listener).
+
+The directives, as docs/nginx/lab.conf ships them:""",
+    ),
+    (
+        "code",
+        """import re
+
+CONF = ROOT / "docs" / "nginx" / "lab.conf"
+
+
+def block(text, opening):
+    # the lines of one `location ... {` block of the file, its comments left out
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(opening))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    return [line for line in lines[start : end + 1] if not line.strip().startswith("#")]
+
+
+if CONF.exists():
+    text = CONF.read_text()
+    print("# trap 1: the long poll's read timeout above the longest hold")
+    print("\\n".join(block(text, "location ~ ^/channels/[^/]+/poll$")))
+    print("# trap 2: SSE neither buffered nor compressed")
+    print("\\n".join(block(text, "location ~ ^/channels/[^/]+/sse$")))
+    print("# trap 3: HTTP/2 offered on the TLS listener")
+    print("\\n".join(line for line in text.splitlines() if re.match(r"\\s*listen .*http2", line)))
+else:
+    print(f"{CONF} is not here: this notebook was copied without the project's docs/")""",
+    ),
+    (
+        "md",
+        """**The buffering trap, measured.** The deploy run's `deploy-sse-buffering` point runs SSE through nginx's
+plain listener twice: with buffering on and the stream compressed (the trap), and with the shipped SSE location.
+Its subscribers send a browser's request headers (`Accept-Encoding: gzip` among them). *Events per read*: how
+many events one read of a subscriber's socket delivered; *never arrived*: events still in nginx's buffers
+when the measurement window closed (counted missing, so the buffered row is marked with loss on purpose).""",
+    ),
+    (
+        "code",
+        """TRAP = trap_rows(DEPLOY_ROWS)
+if TRAP:
+    show(trap_table(DEPLOY_ROWS))
+    on, off = TRAP[0], next((row for row in TRAP[1:] if not row.group.scenario.proxy_buffering), None)
+
+    def facts(row):
+        g = row.group
+        return dict(per_read=row.median(events_per_read), lump=row.median(largest_read),
+                    p50=valid_median(row, lambda r: ms(r.end_to_end.p50_us)),
+                    top=row.median(lambda r: ms(r.end_to_end.max_us)), missing=g.total("missing"),
+                    expected=sum(r.counters.expected for r in g.all), clear=row.median(clear_bytes))
+
+    a = facts(on)
+    sc = on.group.scenario
+    text = (f"At {sc.subscribers} subscribers x {sc.rate:g} ev/s, with buffering on and the stream compressed a "
+            f"read brought {n(a['per_read'])} events on average and up to {n(a['lump'])} at once; the slowest event "
+            f"arrived {n(a['top'])} ms after it was due, and {a['missing']:,} of {a['expected']:,} never arrived "
+            f"within the window{caveat(on)}.")
+    if off is not None:
+        b = facts(off)
+        text += (f" With the shipped configuration: {n(b['per_read'])} events per read, at most {n(b['lump'])}, the "
+                 f"slowest {n(b['top'])} ms, {b['missing']:,} missing.")
+        if a["clear"] and b["clear"] and a["clear"] < b["clear"]:
+            text += (f" What makes the trap tempting: compressed, the stream cost {n(a['clear'])} bytes per event "
+                     f"against {n(b['clear'])}. With buffering off nginx flushes the compressor at every read from the "
+                     "server, so a compressed stream still arrives event by event (docs/deployment.md's table; what "
+                     "that saves in bytes is not measured here).")
+    show(text)
+elif DEPLOY_ROWS:
+    show("_This run has no buffering trap (`deploy-sse-buffering`, in the `deploy` profile)._")
+else:
+    show(NO_DEPLOY_SHORT)""",
+    ),
+    (
+        "md",
+        """### The Kaazing table over HTTP/2
+
+Section 3's table again, from the bytes each transport put on the wire per delivered event through nginx (TLS
+bytes where there is TLS), direct / HTTP/1.1 / HTTP/2. One published comparison (aquil.io, 2017, on Node)
+found that over HTTP/2 SSE costs almost as few bytes per update as WebSocket; below, what this lab measured for
+Flask, and for long polling with resume.""",
+    ),
+    (
+        "code",
+        """KAAZING_H2 = kaazing_table(DEPLOY_ROWS)
+if KAAZING_H2:
+    show(KAAZING_H2)
+    said = [closing_sentence(DEPLOY_ROWS)]
+    wire = wire_by_http(DEPLOY_ROWS)
+    ws = wire.get(("websocket", "2")) or wire.get(("websocket", "1.1"))
+    for transport in ("sse", "longpoll", "polling"):
+        h2 = wire.get((transport, "2"))
+        if h2 is not None and ws:
+            said.append(f"Over HTTP/2 {TRANSPORT_NAMES[transport]} costs {n(h2 / ws, 2)} times "
+                        "WebSocket's bytes on the wire per event" + (
+                            f" (over HTTP/1.1: {n(wire[(transport, '1.1')] / ws, 2)} times)."
+                            if wire.get((transport, "1.1")) else "."))
+    show(" ".join(s for s in said if s))
+elif DEPLOY_ROWS:
+    show("_No loopback point of this run has bytes on the wire per event through nginx._")
+else:
+    show(NO_DEPLOY_SHORT)""",
+    ),
+    (
+        "md",
+        """## 9. Operations (RFC 6202, section 2.2 and 5)
 
 | concern | long polling | WebSocket | in this lab |
 |---|---|---|---|
@@ -1331,7 +1765,7 @@ elif PEERS is not None:
 | connection establishment | reuses keep-alive connections; a new TCP connection if the proxy closed it | one handshake per connection, then none | handshake bytes reported apart |
 | allocated resources | a held request ties up a worker thread or a greenlet | a connection ties up a greenlet (gevent) or two threads (gthread: handler + simple-websocket's reader) | RSS per idle connection; gthread runs out of threads |
 | graceful degradation | under load (a slow server or client), events queue and the next answer carries them all: fewer requests per event, each event later (section 2.2 means this, not proxies) | no batching by the protocol: every event is its own frame, a slow reader's frames queue in its socket | long polling's requests per event under bursts and delay (section 4, "Batching under load"); the lab drops a WebSocket reader that stops reading |
-| timeouts | intermediaries close requests held too long: hold less than the 30 s that RFC 6202 section 5.5 names as safe (the lab's default hold, `LAB_POLL_TIMEOUT`, is under it) | idle connections need pings to survive NATs and proxies | `--ws-ping-interval`, `timeout=` |
+| timeouts | intermediaries close requests held too long: hold less than the 30 s that RFC 6202 section 5.5 names as safe (the lab's default hold, `LAB_POLL_TIMEOUT`, is under it) | idle connections need pings to survive NATs and proxies | `--ws-ping-interval`, `timeout=`; a proxy's own read timeouts: section 8 |
 | caching | a cache must never replay a held answer | not cacheable | `Cache-Control: no-store` on every poll |
 
 **The RFC's own mitigations.** RFC 6202 does not leave these open: its section 5 gives best practices for
@@ -1367,7 +1801,7 @@ for r in RUN.results:
     ),
     (
         "md",
-        """## 9. Which one?
+        """## 10. Which one?
 
 | if... | choose | because (see the measurements above) |
 |---|---|---|
