@@ -3,7 +3,8 @@
 The notebook's text and code live here, as reviewable Python, and the
 ``.ipynb`` is generated from them: ``python -m notebooks.build`` writes it
 without outputs, ``python -m notebooks.execute`` (``make notebook``) runs it
-in place against ``results/latest`` or ``results/reference``.
+in place against ``results/latest`` or ``results/reference`` (and, for its
+peers and "Behind a proxy" sections, ``results/peers`` and ``results/deploy``).
 
 The notebook reads a run through :mod:`bench.report` only (``load_run``,
 ``load_capture`` and the tables the report draws from), so the notebook and
@@ -34,8 +35,9 @@ browser, **HTTP long polling** and **WebSocket**, and grounds every claim in num
 
 - Every number below is read from a benchmark run's raw files, through `bench.report` (the same loader and
   tables as the run's `REPORT.md`): `results/latest` if you ran `make bench`, else the committed
-  `results/reference`, or the run named by the `LAB_RUN` environment variable. The notebook never runs a
-  benchmark itself, and its prose quotes no number it did not just compute from that run.
+  `results/reference`, or the run named by the `LAB_RUN` environment variable; sections 5 to 7 read a peers run
+  and section 8 a run through nginx, each named where it is read. The notebook never runs a benchmark itself,
+  and its prose quotes no number it did not just compute from the run it reads.
 - The lab's server delivers *the same events, with the same cursors, serialized to the same bytes* over both
   transports (docs/protocol.md), so a difference you see here is the transport's.
 - Re-execute it with `make notebook`.""",
@@ -1325,8 +1327,8 @@ elif PEERS is not None:
         """## 8. Behind a proxy: nginx, TLS and HTTP/2
 
 In production nobody reaches the Flask app directly: a reverse proxy (here nginx) terminates TLS, speaks
-HTTP/2 to browsers and HTTP/1.1 to the app. That changes the comparison, and every classic write-up stops
-before it:
+HTTP/2 to browsers and HTTP/1.1 to the app. That changes the comparison in ways the classic write-ups leave
+out:
 
 - **Header compression (HPACK).** Over HTTP/2, headers repeated on one connection (the path, `Host`,
   `Accept`, cookies) are sent as indexes into a table both ends keep: a connection's first request pays its
@@ -1334,8 +1336,8 @@ before it:
   answer, have the most to gain; an SSE stream or a WebSocket pays its headers once anyway.
 - **Multiplexing.** One HTTP/2 connection carries every request of a page as streams. Over HTTP/1.1 a browser
   opens at most six connections per host, and a held long poll holds one for its whole hold: RFC 6202
-  section 5.1 warns that long-polling pages exhaust that limit. Over HTTP/2 it no longer bites (up to nginx's
-  concurrent streams per connection).
+  section 5.1 discusses that limit and the held requests that exhaust it. Over HTTP/2 it no longer bites (up to
+  nginx's concurrent streams per connection).
 - **WebSocket stays HTTP/1.1.** nginx 1.22 does not carry WebSockets over HTTP/2 (RFC 8441's extended
   `CONNECT`), so a `wss://` socket is an HTTP/1.1 connection over TLS with its `Upgrade`, even on the
   listener that speaks HTTP/2 to everything else.
