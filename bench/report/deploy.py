@@ -427,7 +427,8 @@ def bytes_figure(rows: Sequence[DeployRow]) -> Figure | None:
     """Bytes per event per transport, direct / nginx HTTP/1.1 / nginx HTTP/2, the TLS bytes behind the clear ones.
 
     From the loopback point with the most rows (one stream per connection, buffering off); ``None``: nothing to
-    draw. The report saves it (:func:`deploy_chart`), the notebook shows it.
+    draw. WebSocket's row on the HTTP/2 listener (an HTTP/1.1 Upgrade there) takes the HTTP/2 slot, its tick says
+    so. The report saves it (:func:`deploy_chart`), the notebook shows it.
     """
     usable = [
         row
@@ -443,7 +444,12 @@ def bytes_figure(rows: Sequence[DeployRow]) -> Figure | None:
         per_point[row.point].append(row)
     point, chosen = max(per_point.items(), key=lambda kv: (len(kv[1]), -kv[1][0].group.scenario.rate))
     transports = [t for t in TRANSPORT_ORDER if any(row.transport == t for row in chosen)]
-    modes = sorted({row.mode for row in chosen}, key=_mode_order)
+    upgrade = " (WebSocket: HTTP/1.1 Upgrade)"
+
+    def slot(mode: str) -> str:
+        return mode.replace(upgrade, "")
+
+    modes = sorted({slot(row.mode) for row in chosen}, key=_mode_order)
 
     from matplotlib.figure import Figure
 
@@ -454,7 +460,7 @@ def bytes_figure(rows: Sequence[DeployRow]) -> Figure | None:
     for i, mode in enumerate(modes):
         xs, clear, tls = [], [], []
         for j, transport in enumerate(transports):
-            found = next((r for r in chosen if r.transport == transport and r.mode == mode), None)
+            found = next((r for r in chosen if r.transport == transport and slot(r.mode) == mode), None)
             if found is None:
                 continue
             xs.append(j + (i - (len(modes) - 1) / 2) * width)
@@ -463,10 +469,17 @@ def bytes_figure(rows: Sequence[DeployRow]) -> Figure | None:
         color = colors[i % len(colors)]
         ax.bar(xs, tls, width * 0.95, color=color, alpha=0.35, hatch="//", edgecolor=color)
         ax.bar(xs, clear, width * 0.95, color=color, label=mode)
-    ax.set_xticks(range(len(transports)), transports)
+    ticks = [
+        f"{t}\n(HTTP/2 listener:\nHTTP/1.1 Upgrade)"
+        if any(r.transport == t and upgrade in r.mode for r in chosen)
+        else t
+        for t in transports
+    ]
+    ax.set_xticks(range(len(transports)), ticks)
     ax.set_ylabel("bytes per delivered event (both directions)")
     ax.set_title(f"Bytes per event, {point}: clear (solid) and TLS on the wire (hatched)")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
+    fig.legend(loc="outside lower center", ncol=len(modes), fontsize=8)  # below the axes: no bar hidden
     return fig
 
 

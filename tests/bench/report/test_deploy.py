@@ -314,14 +314,17 @@ def test_bytes_figure_draws_a_bar_per_transport_and_way_in() -> None:
     fig = bytes_figure(rows)
     assert fig is not None
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["longpoll", "sse", "websocket"]
-    legend = ax.get_legend()
-    assert legend is not None
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "longpoll",
+        "sse",
+        "websocket\n(HTTP/2 listener:\nHTTP/1.1 Upgrade)",
+    ]
+    assert len(fig.legends) == 1
+    legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == [
         "direct",
         "nginx HTTP/1.1 + TLS",
-        "nginx HTTP/2 + TLS",
-        "nginx HTTP/2 + TLS (WebSocket: HTTP/1.1 Upgrade)",
+        "nginx HTTP/2 + TLS",  # WebSocket's HTTP/1.1 Upgrade on that listener in the same slot
     ]
     heights = sorted(round(p.get_height()) for p in ax.patches if isinstance(p, Rectangle))
     # clear: direct and HTTP/1.1 400, HTTP/2 260; TLS: none direct (0), HTTP/1.1 470, HTTP/2 300; 3 transports each
