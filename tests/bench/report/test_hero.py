@@ -38,8 +38,10 @@ def test_points_pool_valid_repetitions_of_poisson_runs_at_25_ms_and_more(poisson
     lp50 = by[("longpoll", 50.0)]
     assert (lp50.reps, lp50.valid_reps) == (2, 1)  # the saturated repetition is left out of the pool
     assert lp50.samples == by[("longpoll", 25.0)].samples // 2
-    # synthetic long polling: 1, 2 or 3 transits with weights 3:1:1 plus a little server time
-    assert 0.45 < lp50.within_one < 0.75
+    # synthetic long polling: 1, 2 or 3 transits with weights 3:1:1 plus its server time (700 us against
+    # WebSocket's 300 in the fixture), counted against WebSocket's slowest at the same delay: some of the
+    # one-transit events are above it, none of the two- and three-transit ones
+    assert 0.25 < lp50.within_one < 0.6
     assert 2.9 < lp50.max < 3.3
     assert by[("websocket", 50.0)].within_one > 0.95
     assert by[("websocket", 50.0)].max < 1.3
