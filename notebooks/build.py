@@ -1498,7 +1498,8 @@ else:
 The fleet's HTTP/2 client records the header block (the `HEADERS` frame's payload) of every request it sends
 and every answer it gets, per connection. The first request on a connection carries its headers as literals
 and fills the connection's dynamic table; a later one names the same headers by index, and only what changes
-(the cursor in the path) as a literal. nginx's answers go through its own encoder.""",
+(the cursor in the path) as a literal. nginx's answers go through its own encoder. The fleet sends bare
+requests (section 3): a browser's cookies, `User-Agent` and `Accept-*` headers would give HPACK more to index.""",
     ),
     (
         "code",
@@ -1598,22 +1599,26 @@ if HOP:
     for point, row, direct in HOP:
         p50 = valid_median(row, lambda r: ms(r.end_to_end.p50_us))
         d50 = valid_median(direct, lambda r: ms(r.end_to_end.p50_us)) if direct is not None else None
-        if p50 is not None and d50 is not None:
+        if p50 is not None and d50 is not None and row.transport != "polling":  # polling's: its interval's
             added.append(p50 - d50)
         cpu, proxy = valid_median(row, lambda r: r.cpu_us_per_event), valid_median(row, nginx_cpu_us)
         if cpu and proxy:
             shares.append(proxy / cpu)
         one_way = row.group.scenario.link.one_way_ms
         if one_way > 0 and p50 is not None:
-            transits.append(f"{TRANSPORT_NAMES[row.transport]} {row.mode.removeprefix('nginx ')} {n(p50 / one_way, 2)}"
+            way = row.mode.removeprefix("nginx ").replace(" (WebSocket: HTTP/1.1 Upgrade)", " listener")
+            transits.append(f"{TRANSPORT_NAMES[row.transport]} {way} {n(p50 / one_way, 2)}"
                             + (f" (direct {n(d50 / one_way, 2)})" if d50 is not None else ""))
             transits_over = one_way
     said = []
     if added:
-        said.append(f"Through nginx the median end-to-end latency moved by {between(added)} ms against the same "
-                    "transport direct, at the same point and in the same run (valid repetitions on both sides).")
+        lo, hi = min(added), max(added)
+        moved = f"{lo:+.3g} ms" if f"{lo:+.3g}" == f"{hi:+.3g}" else f"{lo:+.3g} to {hi:+.3g} ms"
+        said.append(f"Through nginx the median end-to-end latency of long polling, SSE and WebSocket moved by {moved} "
+                    "against the same transport direct, at the same point and in the same run (valid repetitions on "
+                    "both sides; interval polling's latency is its interval's).")
     else:
-        said.append("No transport has valid repetitions both direct and through nginx at one point: no latency "
+        said.append("No push transport has valid repetitions both direct and through nginx at one point: no latency "
                     "difference is quoted (the table's italics are from repetitions with a saturated fleet or a "
                     "publisher behind).")
     if shares:
@@ -1714,7 +1719,7 @@ if TRAP:
     if off is not None:
         b = facts(off)
         text += (f" With the shipped configuration: {n(b['per_read'])} events per read, at most {n(b['lump'])}, the "
-                 f"slowest {n(b['top'])} ms, {b['missing']:,} missing.")
+                 f"slowest {n(b['top'])} ms, {b['missing']:,} missing{caveat(off)}.")
         if a["clear"] and b["clear"] and a["clear"] < b["clear"]:
             text += (f" What makes the trap tempting: compressed, the stream cost {n(a['clear'])} bytes per event "
                      f"against {n(b['clear'])}. With buffering off nginx flushes the compressor at every read from the "
