@@ -37,7 +37,7 @@ def test_help_lists_the_fixed_flags() -> None:
         "--fast-path",
     ):
         assert flag in out.stdout
-    assert "{werkzeug,gthread,gevent}" in out.stdout
+    assert "{werkzeug,gthread,gevent,pywsgi}" in out.stdout
 
 
 def test_no_flags_give_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
