@@ -120,7 +120,11 @@ class FastPath:
         tokens: list[str] = []
         raw = environ.get("QUERY_STRING", "")
         if raw:
-            pairs = parse_qsl(raw.encode("latin-1").decode(), keep_blank_values=True, errors="werkzeug.url_quote")
+            if raw.isascii() and "%" not in raw and "+" not in raw:
+                # Nothing to decode (every query the clients send): parse_qsl's result, split by hand.
+                pairs = [(key, value) for key, _, value in (p.partition("=") for p in raw.split("&") if p)]
+            else:
+                pairs = parse_qsl(raw.encode("latin-1").decode(), keep_blank_values=True, errors="werkzeug.url_quote")
             for key, value in pairs:
                 first.setdefault(key, value)
                 if key == "token":

@@ -74,8 +74,15 @@ def parse_timeout(raw: str | None, config: Config) -> float:
 
 
 def encode_batch(channel: str, batch: Batch) -> bytes:
-    """The long-poll answer body. Events are embedded as their stored bytes."""
+    """The long-poll answer body. Events are embedded as their stored bytes.
+
+    Without a gap or reset notice (nearly every answer) the tail is formatted directly: the bytes
+    ``json.dumps`` gives (tests/server/test_longpoll.py compares them), at a tenth of its cost.
+    """
     head = b'{"channel":"%s","events":[' % channel.encode("ascii")
+    if batch.gap is None and batch.reset is None:
+        end = _PLAIN_TAIL % (batch.next, b"true" if batch.more else b"false")
+        return b"".join((head, b",".join(e.wire for e in batch.events), end))
     tail = json.dumps(
         {
             "next": batch.next,
@@ -86,6 +93,10 @@ def encode_batch(channel: str, batch: Batch) -> bytes:
         separators=(",", ":"),
     ).encode()
     return b"".join((head, b",".join(e.wire for e in batch.events), b"],", tail[1:]))
+
+
+_PLAIN_TAIL = b'],"next":%d,"more":%s,"gap":null,"reset":null}'
+"""The end of an answer without notices, after the events."""
 
 
 def poll_answer(

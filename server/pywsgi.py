@@ -20,7 +20,15 @@ What gevent's ``pywsgi`` lacks and the lab's gunicorn workers have
   are not cut by it.
 - **One write per response**: pywsgi sends a response's head and its first
   body chunk in two ``sendall`` calls; :meth:`LabHandler._write_with_headers`
-  sends them in one, as the gunicorn runtimes do (server/runtimes.py).
+  sends them in one, as the gunicorn runtimes do (server/runtimes.py). The
+  ``Date`` header is formatted once a second, not once a response.
+- **A strict, cheaper header parser** (:func:`read_headers`): pywsgi hands
+  each request's head to the standard library's e-mail parser
+  (``http.client.parse_headers``), a fifth of an immediate poll's CPU
+  (docs/performance.md). The lab reads the lines itself, with the standard
+  library's limits, and refuses with ``400`` what RFC 9112 says a server must
+  refuse and the e-mail parser lets through (a space before the colon, a
+  folded line, a name that is not a token), as gunicorn does.
 - **TCP_NODELAY** on the listening socket (accepted sockets inherit it):
   without it each chunk that follows another waits for the client's delayed
   ACK (the Flask-SocketIO peer measured about 40 ms per answer without it).
@@ -48,6 +56,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import signal
 import socket
 import sys
@@ -60,9 +69,9 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from .app import create_app, lab_of
 from .capacity import FastRefusal
 from .config import Config
-from .workers import EMFILE_PAUSE, timeout_answer
+from .workers import EMFILE_PAUSE, DateCache, timeout_answer
 
-__all__ = ["KEEPALIVE", "LabHandler", "LabServer", "patch", "serve_pywsgi"]
+__all__ = ["KEEPALIVE", "LabHandler", "LabServer", "RequestHeaders", "patch", "read_headers", "serve_pywsgi"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +84,78 @@ def patch() -> None:
     from gevent import monkey
 
     monkey.patch_all()
+
+
+MAX_HEADER_LINE = 65536
+"""Longest header line read (``http.client``'s ``_MAXLINE``, the limit pywsgi's own parser has)."""
+MAX_HEADERS = 100
+"""Most header lines in a request (``http.client``'s ``_MAXHEADERS``)."""
+_FIELD_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""RFC 9110's ``token``: what a field name is made of."""
+DATES = DateCache()
+
+
+class RequestHeaders:
+    """A request's header fields, as :func:`read_headers` parsed them.
+
+    Offers the part of ``http.client.HTTPMessage`` (through gevent's ``OldMessage``) that
+    ``gevent.pywsgi.WSGIHandler`` uses: ``status`` (non-empty: refuse the request with ``400``),
+    ``get`` and ``getheader`` (case-insensitive, the first field of that name), deleting a field by
+    name, ``headers`` (each field as a ``"Name: value\\r\\n"`` line) and ``typeheader``.
+    """
+
+    __slots__ = ("fields", "status")
+
+    def __init__(self, fields: list[tuple[str, str]], status: str = "") -> None:
+        self.fields = fields
+        """(name as sent, value without surrounding whitespace), in order; repeated names kept."""
+        self.status = status
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        name = name.lower()
+        for key, value in self.fields:
+            if key.lower() == name:
+                return value
+        return default
+
+    getheader = get
+
+    def __delitem__(self, name: str) -> None:
+        name = name.lower()
+        self.fields = [(k, v) for k, v in self.fields if k.lower() != name]
+
+    @property
+    def headers(self) -> list[str]:
+        return [f"{key}: {value}\r\n" for key, value in self.fields]
+
+    @property
+    def typeheader(self) -> str | None:
+        return self.get("content-type")
+
+
+def read_headers(rfile: Any) -> RequestHeaders:
+    """Read a request's header lines up to the empty line; a non-empty ``status`` says why it is refused.
+
+    Refused (RFC 9112, section 5; RFC 9110, section 5.5): a line without a colon, a name that is not
+    a token (a space before the colon included), a folded line (``obs-fold``), a CR or NUL inside a
+    value, a line longer than
+    :data:`MAX_HEADER_LINE` or more than :data:`MAX_HEADERS` lines. The end of the stream ends the
+    head, as in ``http.client``.
+    """
+    fields: list[tuple[str, str]] = []
+    while True:
+        line: bytes = rfile.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            return RequestHeaders([], "Line too long")
+        if line in (b"\r\n", b"\n", b""):
+            return RequestHeaders(fields)
+        if len(fields) == MAX_HEADERS:
+            return RequestHeaders([], f"got more than {MAX_HEADERS} headers")
+        name, colon, value = line.partition(b":")
+        value = value.strip(b" \t\r\n")
+        if not colon or _FIELD_NAME.fullmatch(name) is None or b"\r" in value or b"\0" in value:
+            return RequestHeaders([], f"invalid header line {line[:60]!r}")
+        fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
 
 class _HeadersLate(Exception):
@@ -139,6 +220,15 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+
+    def MessageClass(self, rfile: Any, *_: Any) -> RequestHeaders:  # pywsgi's name for it
+        return read_headers(rfile)
+
+    def finalize_headers(self) -> None:
+        if self.provided_date is None:  # type: ignore[has-type]  # pywsgi's own, but the Date once a second
+            self.response_headers.append((b"Date", DATES.now_bytes()))
+            self.provided_date = True
+        super().finalize_headers()
 
     def log_request(self) -> None:
         """No access log (as the gunicorn runtimes): pywsgi formats the line even when it writes it nowhere."""

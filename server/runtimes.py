@@ -23,12 +23,10 @@ requests in flight to finish writing (at most ``graceful_timeout``), then stops.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -237,23 +235,6 @@ class _MemoryBusGuard:
         self.forked += 1
 
 
-class _DateCache:
-    """gunicorn's ``Date`` header, formatted once a second instead of once a response."""
-
-    __slots__ = ("second", "text")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.text = ""
-
-    def now(self) -> str:
-        second = int(time.time())
-        if second != self.second:
-            self.text = email.utils.formatdate(second, localtime=False, usegmt=True)
-            self.second = second
-        return self.text
-
-
 def _one_write_response() -> type:
     """gunicorn's ``Response`` writing a response's head and whole body with one ``sendall``.
 
@@ -261,11 +242,13 @@ def _one_write_response() -> type:
     and two TCP segments unless the kernel merges them, for every poll answer and publish. When the first
     item is the whole body of a ``Content-Length`` response (the lab's JSON answers), this writes the same
     bytes at once; anything else (chunked, a body in pieces, ``HEAD``) goes through gunicorn's own path.
-    The ``Date`` header is formatted once a second (:class:`_DateCache`). Imported in the worker only.
+    The ``Date`` header is formatted once a second (:class:`~server.workers.DateCache`). Imported in the worker only.
     """
     from gunicorn.http.wsgi import Response
 
-    dates = _DateCache()
+    from .workers import DateCache
+
+    dates = DateCache()
 
     class OneWriteResponse(Response):  # type: ignore[misc]
         def default_headers(self) -> list[str]:

@@ -33,6 +33,7 @@ makes that drain take only what has already arrived.
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import json
 import socket
@@ -44,10 +45,34 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from .app import lab_of
 
-__all__ = ["EMFILE_PAUSE", "HeaderDeadline", "LabGeventWorker", "LabThreadWorker", "timeout_answer"]
+__all__ = ["EMFILE_PAUSE", "DateCache", "HeaderDeadline", "LabGeventWorker", "LabThreadWorker", "timeout_answer"]
 
 EMFILE_PAUSE = 0.05
 """Seconds the gthread worker stops accepting after running out of file descriptors."""
+
+
+class DateCache:
+    """The ``Date`` header's value, formatted once a second instead of once a response (every runtime's writer)."""
+
+    __slots__ = ("raw", "second", "text")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+        self.raw = b""
+        """:attr:`text` in bytes, for a writer that builds the head in bytes (server/pywsgi.py)."""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self.second:
+            self.text = email.utils.formatdate(second, localtime=False, usegmt=True)
+            self.raw = self.text.encode("latin-1")
+            self.second = second
+        return self.text
+
+    def now_bytes(self) -> bytes:
+        self.now()
+        return self.raw
 
 
 def timeout_answer(seconds: float) -> bytes:

@@ -283,3 +283,20 @@ def test_drop_history_keeps_seq_going_and_owes_a_gap():
     assert log.read(1, 10) == Batch((), 3, False, Gap(2, 3), None)
     assert log.append(b"2", 0).seq == 4
     assert ChannelLog("e", 5, last_seq=7).read(9, 10).reset == Reset(9, 7)
+
+
+@settings(max_examples=300)
+@given(
+    published=st.integers(0, 30),
+    history=st.integers(1, 12),
+    after=st.integers(0, 40),
+    limit=st.integers(1, 15),
+)
+def test_read_agrees_with_window_resolve_for_every_cursor(published: int, history: int, after: int, limit: int) -> None:
+    """ChannelLog.read skips building a Window when no notice is owed; the answer is the rules' own."""
+    log = filled(published, history)
+    first = log.first_seq
+    window = Window.resolve(after, first, log.last_seq)
+    retained = [e for e in log._events if e.seq > window.start]
+    expected = window.batch(tuple(retained[:limit]), len(retained) > limit)
+    assert log.read(after, limit) == expected

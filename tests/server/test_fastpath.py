@@ -15,9 +15,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 from flask import Flask, jsonify
+from hypothesis import given
+from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from server.app import create_app, lab_of
@@ -343,3 +346,20 @@ def test_a_refused_body_is_drained_before_the_answer() -> None:
     assert "Connection" not in fast.headers
     same(slow, fast)
     assert json.loads(fast.get_data())["error"] == "too_large"
+
+
+QUERY_PIECES = st.sampled_from(
+    ["after=1", "token=a", "token=", "token", "timeout=0.5", "", "=x", "a=b=c", "after", ";x=1"]
+)
+
+
+@given(st.one_of(st.text(alphabet="abt=&;0123456789.-_~ ", max_size=40), st.lists(QUERY_PIECES).map("&".join)))
+def test_a_query_with_nothing_to_decode_is_split_as_parse_qsl_splits_it(raw: str) -> None:
+    """FastPath._query splits such a query by hand: the same pairs, first values and tokens."""
+    first, tokens = FastPath._query({"QUERY_STRING": raw})
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    expected: dict[str, str] = {}
+    for key, value in pairs:
+        expected.setdefault(key, value)
+    assert first == expected
+    assert tokens == [value for key, value in pairs if key == "token"]

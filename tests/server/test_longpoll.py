@@ -11,6 +11,8 @@ import threading
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.app import create_app, lab_of
 from server.bus import Batch, Event, Gap, Reset
@@ -134,3 +136,13 @@ def test_a_poll_on_a_closed_bus_is_refused_at_once(fast_path: bool) -> None:
     lab_of(app).bus.close()
     resp = app.test_client().get("/channels/c/poll", query_string={"timeout": "30"})
     assert (resp.status_code, resp.get_json()["error"]) == (503, "shutting_down")
+
+
+@given(st.integers(0, 2**63 - 1), st.booleans(), st.lists(st.integers(1, 10**6), max_size=3))
+def test_an_answer_without_notices_has_json_dumps_own_tail(next_seq: int, more: bool, seqs: list[int]) -> None:
+    """encode_batch formats the usual tail itself; the bytes are json.dumps's."""
+    events = tuple(Event.create("c", seq, 1, b'{"x":%d}' % seq) for seq in seqs)
+    body = encode_batch("c", Batch(events, next_seq, more))
+    tail = json.dumps({"next": next_seq, "more": more, "gap": None, "reset": None}, separators=(",", ":"))
+    events_json = b",".join(e.wire for e in events)
+    assert body == b'{"channel":"c","events":[' + events_json + b"]," + tail[1:].encode()

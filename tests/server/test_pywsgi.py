@@ -7,6 +7,9 @@ slowloris, file descriptors, SSE, the WebSocket writer, shutdown).
 
 from __future__ import annotations
 
+import email.utils
+import http.client
+import io
 import os
 import socket
 import time
@@ -17,8 +20,10 @@ import gevent
 import pytest
 from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler, WSGIServer
+from hypothesis import given
+from hypothesis import strategies as st
 
-from server.pywsgi import LabHandler, LabServer
+from server.pywsgi import MAX_HEADERS, LabHandler, LabServer, read_headers
 from tests.support import UNIT, run_server
 
 
@@ -140,3 +145,71 @@ def test_more_than_one_worker_is_refused() -> None:
 
     with pytest.raises(SystemExit):
         parse_args(["--runtime", "pywsgi", "--workers", "2", "--bus", "redis"])
+
+
+# -- the header parser, against the standard library's ------------------------------------------------------
+
+TOKEN = st.text(alphabet="!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1)
+VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"))
+
+
+@given(st.lists(st.tuples(TOKEN, VALUE), max_size=12), st.sampled_from([b"\r\n", b"\n"]))
+def test_read_headers_reads_what_http_client_reads(fields: list[tuple[str, str]], eol: bytes) -> None:
+    head = b"".join(f"{name}: {value}".encode("latin-1") + eol for name, value in fields) + eol + b"body"
+    ours = read_headers(io.BytesIO(head))
+    theirs = http.client.parse_headers(io.BytesIO(head))
+    assert ours.status == ""
+    assert [(k, v) for k, v in ours.fields] == [(k, v.strip(" \t")) for k, v in theirs.items()]
+    for name, _ in fields:
+        for spelled in (name, name.lower(), name.upper()):
+            theirs_value = theirs.get(spelled)
+            assert ours.get(spelled) == (None if theirs_value is None else theirs_value.strip(" \t"))
+    assert ours.typeheader == (None if theirs.get("content-type") is None else theirs["content-type"].strip(" \t"))
+    assert ours.get("absent", "x") == "x"
+
+
+def test_read_headers_stops_at_the_empty_line_and_deletes_by_name() -> None:
+    rfile = io.BytesIO(b"Content-Length: 3\r\nX-A: 1\r\ncontent-length: 4\r\n\r\nabc")
+    headers = read_headers(rfile)
+    assert rfile.read() == b"abc"
+    assert headers.get("CONTENT-LENGTH") == "3"
+    assert headers.headers == ["Content-Length: 3\r\n", "X-A: 1\r\n", "content-length: 4\r\n"]
+    del headers["content-length"]
+    assert headers.fields == [("X-A", "1")]
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (b"Host : a\r\n\r\n", "invalid header line"),  # RFC 9112 5.1: whitespace before the colon
+        (b"Host: a\r\n folded\r\n\r\n", "invalid header line"),  # obs-fold
+        (b"no colon here\r\n\r\n", "invalid header line"),
+        (b"X-A: a\rb\r\n\r\n", "invalid header line"),  # a bare CR inside a value
+        (b"X-A: a\x00b\r\n\r\n", "invalid header line"),
+        (b"X(A): 1\r\n\r\n", "invalid header line"),  # not a token
+        (b"X-A: " + b"a" * 65536 + b"\r\n\r\n", "Line too long"),
+        (b"X-A: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n", f"got more than {MAX_HEADERS} headers"),
+    ],
+)
+def test_read_headers_refuses_what_rfc_9112_refuses(head: bytes, why: str) -> None:
+    assert read_headers(io.BytesIO(head)).status.startswith(why)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"Host : 127.0.0.1", b"X-A: 1\r\n folded", b"not a header", b"X-A: " + b"a" * 70000],
+)
+def test_a_bad_header_line_gets_400_and_the_connection_closes(line: bytes) -> None:
+    request = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n" + line + b"\r\n\r\n"
+    _, answer = serve_once(LabHandler, request, "200 OK", [("Content-Length", "2")], [b"ok"])
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"ok" not in answer
+
+
+def test_the_date_header_is_an_http_date_of_now() -> None:
+    before = time.time()
+    _, answer = serve_once(LabHandler, GET, "200 OK", [("Content-Length", "2")], [b"ok"])
+    dates = [line[6:] for line in answer.split(b"\r\n") if line.startswith(b"Date: ")]
+    assert len(dates) == 1
+    when = email.utils.parsedate_to_datetime(dates[0].decode()).timestamp()
+    assert int(before) - 1 <= when <= time.time() + 1
