@@ -60,6 +60,7 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import gevent
@@ -169,11 +170,20 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
     """Set per server by :class:`LabServer` from the configuration."""
 
     _served = 0
-    _deadline: gevent.Timeout | None = None
+    _deadline: Any = None
+    """The running deadline's timer (a libev timer of the hub's loop), if any."""
 
     def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
         super().__init__(sock, address, server, rfile)
-        self._timers: dict[float, gevent.Timeout] = {}
+        self._timers: dict[float, Any] = {}
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        finally:
+            self._disarm()
+            for timer in self._timers.values():
+                timer.close()
 
     def read_requestline(self) -> str:
         first = self._served == 0
@@ -207,19 +217,32 @@ class LabHandler(WSGIHandler):  # type: ignore[misc]
         return ok
 
     def _arm(self, seconds: float) -> None:
-        """Start the connection's deadline of ``seconds`` (a gevent timer's interval is fixed when it is made:
-        one timer per interval, made once per connection and restarted, not two new ones per request)."""
+        """Start the connection's deadline of ``seconds``: :class:`_HeadersLate` is thrown into this greenlet then.
+
+        A libev timer of the hub's loop, as ``gevent.Timeout`` uses, without its Python wrapper (two per
+        request). A timer's interval is fixed when it is made: one per interval, made once per connection
+        and restarted, not two new ones per request.
+        """
         self._disarm()
         timer = self._timers.get(seconds)
         if timer is None:
-            timer = self._timers[seconds] = gevent.Timeout(seconds, _HeadersLate())
-        timer.start()
+            timer = self._timers[seconds] = gevent.get_hub().loop.timer(seconds)
+        timer.start(gevent.getcurrent().throw, _HeadersLate())
         self._deadline = timer
 
     def _disarm(self) -> None:
         if self._deadline is not None:
-            self._deadline.cancel()
+            self._deadline.stop()
             self._deadline = None
+
+    def _headers(self) -> Iterator[tuple[str, str]]:
+        # pywsgi's own (fields whose name has "_" dropped, CONTENT_TYPE and CONTENT_LENGTH left to it) without
+        # formatting each field as a line and splitting it again; get_environ joins repeated names.
+        for name, value in self.headers.fields:
+            if "_" not in name:
+                key = name.replace("-", "_").upper()
+                if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                    yield "HTTP_" + key, value
 
     def MessageClass(self, rfile: Any, *_: Any) -> RequestHeaders:  # pywsgi's name for it
         return read_headers(rfile)
