@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -239,13 +240,7 @@ class Bus(abc.ABC):
             batch = self.read(channel, after, limit)
             if batch.events or batch.gap or batch.reset:
                 return batch
-            if gone is None:
-                woken.wait(timeout)
-            else:
-                deadline = time.monotonic() + timeout
-                while not woken.wait(min(GONE_CHECK, max(0.0, deadline - time.monotonic()))):
-                    if time.monotonic() >= deadline or gone():
-                        break
+            (_hold_on_hub if _on_gevent_hub() else _hold)(woken, timeout, gone)
         finally:
             self.unwatch(channel, woken)
         if self.closed:
@@ -259,3 +254,55 @@ class Bus(abc.ABC):
             waiters = self._waiters.everyone()
         for waiter in waiters:
             waiter.set()
+
+
+def _on_gevent_hub() -> bool:
+    """Whether :mod:`threading` is gevent's (the gevent runtimes patch it before the app is built)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+def _hold(woken: threading.Event, timeout: float, gone: Callable[[], bool] | None) -> None:
+    """Wait until ``woken`` is set, ``timeout`` passes or ``gone()`` says the client left (asked every
+    :data:`GONE_CHECK` seconds): threads, with the event's own timed wait."""
+    if gone is None:
+        woken.wait(timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while not woken.wait(min(GONE_CHECK, max(0.0, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline or gone():
+            break
+
+
+def _hold_on_hub(woken: threading.Event, timeout: float, gone: Callable[[], bool] | None) -> None:
+    """:func:`_hold` under gevent, without a ``gevent.Timeout`` per hold.
+
+    An event's timed wait builds and starts a ``gevent.Timeout`` (a Python object around a libev
+    timer): about a tenth of a held poll's CPU (docs/performance.md). Here the hub's loop runs a bare
+    timer that sets ``woken`` itself when time is up or the client is gone; the wait has no timeout.
+    Whoever set it, :meth:`Bus.wait` then reads the channel, as after a timed wait.
+    """
+    from gevent import get_hub
+
+    loop = get_hub().loop
+    deadline = time.monotonic() + timeout
+    timers: list[Any] = []
+
+    def arm(seconds: float) -> None:
+        timer = loop.timer(seconds)
+        timers.append(timer)
+        timer.start(tick)
+
+    def tick() -> None:  # in the hub: never blocks (gone() peeks without waiting)
+        left = deadline - time.monotonic()
+        if left <= 0 or (gone is not None and gone()):
+            woken.set()
+        else:
+            arm(min(GONE_CHECK, left))
+
+    arm(timeout if gone is None else min(GONE_CHECK, timeout))
+    try:
+        woken.wait()
+    finally:
+        for timer in timers:
+            timer.close()

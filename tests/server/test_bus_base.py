@@ -7,11 +7,13 @@ behaviour over Redis is covered by test_bus_contract.py.
 from __future__ import annotations
 
 import threading
+import time
 from typing import ClassVar
 
 import pytest
 
 from server.bus import BusClosed, MemoryBus
+from server.bus import base
 from server.bus.base import WaiterSet, notify
 from tests.support import UNIT, wait_until
 
@@ -222,3 +224,54 @@ def test_watch_after_close_is_woken_at_once():
     waiter = threading.Event()
     bus.watch("c", waiter)
     assert waiter.is_set()
+
+
+# -- the hold under gevent: the hub's timer ends it, not a gevent.Timeout ----------------------------------
+
+
+def hold_on_hub(timeout: float, gone=None, set_after: float | None = None) -> tuple[float, bool]:
+    """Run ``_hold_on_hub`` in a greenlet with gevent's own event: (seconds it held, whether the event is set)."""
+    import gevent
+    from gevent.event import Event
+
+    woken = Event()
+    if set_after is not None:
+        gevent.spawn_later(set_after, woken.set)
+    started = time.monotonic()
+    gevent.spawn(base._hold_on_hub, woken, timeout, gone).join(20 * UNIT)
+    return time.monotonic() - started, woken.is_set()
+
+
+def test_a_hold_on_the_hub_ends_at_its_timeout() -> None:
+    held, _ = hold_on_hub(0.3 * UNIT)
+    assert 0.3 * UNIT - 0.01 <= held < 0.3 * UNIT + 2 * UNIT
+
+
+def test_a_hold_on_the_hub_ends_when_the_event_is_set() -> None:
+    held, woken = hold_on_hub(10 * UNIT, set_after=0.1 * UNIT)
+    assert woken
+    assert held < 5 * UNIT
+
+
+def test_a_hold_on_the_hub_asks_gone_and_ends_when_the_client_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "GONE_CHECK", 0.05 * UNIT)
+    asked: list[float] = []
+
+    def gone() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) >= 3
+
+    held, _ = hold_on_hub(10 * UNIT, gone=gone)
+    assert len(asked) == 3
+    assert held < 5 * UNIT
+
+
+def test_a_hold_on_the_hub_leaves_no_timer_running() -> None:
+    import gevent
+
+    loop = gevent.get_hub().loop
+    before = loop.activecnt
+    hold_on_hub(10 * UNIT, set_after=0.05 * UNIT)
+    hold_on_hub(0.05 * UNIT)
+    gevent.sleep(0)
+    assert loop.activecnt == before
