@@ -12,8 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from server.bus import BusClosed, MemoryBus
-from server.bus import base
+from server.bus import BusClosed, MemoryBus, base
 from server.bus.base import WaiterSet, notify
 from tests.support import UNIT, wait_until
 
