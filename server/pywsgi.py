@@ -328,12 +328,13 @@ class LabServer(WSGIServer):  # type: ignore[misc]
 
 def serve_pywsgi(config: Config, host: str, port: int, connections: int, graceful_timeout: float) -> None:
     """Build the app (the standard library patched already), listen, announce, serve until a signal."""
-    from .runtimes import announce
+    from .runtimes import announce, freeze_startup_heap
 
     app = create_app(config)
     lab = lab_of(app)
     # Refusals at capacity skip Flask, as under gunicorn; pywsgi honours ``Connection: close`` itself.
     app.wsgi_app = FastRefusal(app.wsgi_app, lab.gate)  # type: ignore[method-assign]
+    freeze_startup_heap()
     handler = type("LabHandlerHere", (LabHandler,), {"header_timeout": config.header_timeout})
     server = LabServer(
         (host, port),

@@ -6,6 +6,7 @@ benchmark relies on when it divides server CPU by events delivered.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from typing import Any, Protocol
@@ -87,4 +88,8 @@ class Stats:
                 "requests": dict(self.requests),
                 "cpu_seconds": cpu.user + cpu.system,
                 "rss_bytes": self._process.memory_info().rss,
+                "gc": {
+                    "frozen": gc.get_freeze_count(),
+                    "collections": [generation["collections"] for generation in gc.get_stats()],
+                },
             }

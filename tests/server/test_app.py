@@ -167,7 +167,9 @@ def test_stats_shape_and_counts(client: FlaskClient) -> None:
         "requests",
         "cpu_seconds",
         "rss_bytes",
+        "gc",
     }
+    assert set(body["gc"]) == {"frozen", "collections"} and len(body["gc"]["collections"]) == 3
     assert (body["pid"], body["runtime"], body["bus"]) == (os.getpid(), "werkzeug", "memory")
     assert body["connections"] == {"longpoll": 0, "websocket": 0, "sse": 0}
     assert body["events_published"] == 3

@@ -91,6 +91,14 @@ def test_healthz_names_the_runtime(runtime: str) -> None:
             assert body["pid"] != server.proc.pid  # a gunicorn worker, not the arbiter
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_every_runtime_freezes_its_startup_heap(runtime: str) -> None:
+    """The app's and the libraries' objects are out of the collector's way (docs/performance.md)."""
+    with run_server(runtime) as server:
+        body = httpx.get(f"{server.url}/stats", timeout=10 * UNIT).json()
+        assert body["gc"]["frozen"] > 10_000  # Flask, Werkzeug, the lab: tens of thousands of objects
+
+
 @pytest.mark.parametrize("runtime", ["gthread", "gevent"])
 def test_a_lost_memory_bus_worker_stops_the_server_instead_of_restarting_empty(runtime: str) -> None:
     with run_server(runtime) as server:
