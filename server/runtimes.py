@@ -23,6 +23,7 @@ requests in flight to finish writing (at most ``graceful_timeout``), then stops.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
@@ -116,11 +117,15 @@ def freeze_startup_heap() -> None:
     process. Each full collection traversed them all: a pause of tens of milliseconds in the middle of a
     fan-out, several times a minute under load, which is where a long poll's p99 came from
     (docs/performance.md). Frozen, a full collection looks only at what the requests made since. Called
-    by every runtime once its app is built (in each gunicorn worker), never by ``create_app`` itself: tests
-    build many apps and must get their memory back.
+    by the production runtimes (gthread, gevent in each gunicorn worker, pywsgi) once their app is built;
+    not by werkzeug's development server, whose shutdown then waited on its requests forever (a test
+    caught it), and never by ``create_app`` itself: tests build many apps and must get their memory back.
     """
     gc.collect()
     gc.freeze()
+    # At exit the frozen objects go back to the collector, so interpreter shutdown finalizes them as it
+    # would have (logging's handler references, the bus's threads) instead of after the modules are gone.
+    atexit.register(gc.unfreeze)
 
 
 def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
@@ -130,7 +135,6 @@ def _serve_werkzeug(config: Config, options: ServeOptions) -> None:
     bus = lab_of(app).bus
     in_flight = _InFlight(app.wsgi_app)
     app.wsgi_app = in_flight  # type: ignore[method-assign]
-    freeze_startup_heap()
     server = make_server(options.host, options.port, app, threaded=True)
 
     def stop() -> None:
