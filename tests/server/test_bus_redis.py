@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -346,6 +347,45 @@ def pinned_clients(url: str, per_worker: int) -> dict[int, list[httpx.Client]]:
     return found
 
 
+def pinned_websockets(
+    url: str, workers: dict[int, httpx.Client], per_worker: int
+) -> dict[int, list[simple_websocket.Client]]:
+    """WebSockets, ``per_worker`` held by each worker in ``workers``.
+
+    The kernel gives a new connection to whichever worker accepts first, and
+    one gevent worker can take every one of a burst. Each socket is opened
+    alone and its worker found by whose ``/stats`` count rises; the surplus is
+    closed.
+    """
+
+    def counts() -> dict[int, int]:
+        return {pid: w.get("/stats").json()["connections"]["websocket"] for pid, w in workers.items()}
+
+    def settle(before: dict[int, int]) -> dict[int, int]:
+        """The counts once they differ from ``before`` (or at the deadline)."""
+        deadline = time.monotonic() + 20 * UNIT
+        now = counts()
+        while now == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+            now = counts()
+        return now
+
+    found: dict[int, list[simple_websocket.Client]] = {pid: [] for pid in workers}
+    for _ in range(80):
+        if all(len(held) == per_worker for held in found.values()):
+            break
+        before = counts()
+        ws = simple_websocket.Client.connect(url)
+        after = settle(before)
+        (pid,) = [p for p in workers if after[p] == before[p] + 1]
+        if len(found[pid]) < per_worker:
+            found[pid].append(ws)
+        else:
+            ws.close()
+            assert wait_until(lambda before=before: counts() == before, 20 * UNIT)
+    return found
+
+
 def long_poll(client: httpx.Client, channel: str, count: int, out: list[dict]) -> None:
     cursor = 0
     while len(out) < count:
@@ -367,16 +407,10 @@ def test_two_workers_deliver_every_event_to_every_subscriber(redis_url, runtime)
             pids = sorted(clients)
             workers = {pid: clients[pid][0] for pid in pids}  # to publish and ask /stats
             pollers_clients = {pid: clients[pid][1] for pid in pids}  # held by long polls
-            sockets = [
-                simple_websocket.Client.connect(f"{server.ws_url}/channels/{channel}/ws?after=0") for _ in range(6)
-            ]
+            held = pinned_websockets(f"{server.ws_url}/channels/{channel}/ws?after=0", workers, per_worker=3)
+            sockets = [ws for pid in pids for ws in held[pid]]
             try:
-
-                def websockets_per_worker() -> list[int]:
-                    return [workers[pid].get("/stats").json()["connections"]["websocket"] for pid in pids]
-
-                assert wait_until(lambda: sum(websockets_per_worker()) == 6, 20 * UNIT)
-                assert all(n > 0 for n in websockets_per_worker()), websockets_per_worker()
+                assert [len(held[pid]) for pid in pids] == [3, 3], "could not put sockets on both workers"
 
                 polled: dict[int, list[dict]] = {pid: [] for pid in pids}
                 pollers = [
