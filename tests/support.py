@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import simple_websocket
 
@@ -34,6 +35,7 @@ __all__ = [
     "ServerProcess",
     "WsClient",
     "free_port",
+    "pinned_clients",
     "receive_json",
     "run_redis",
     "run_server",
@@ -201,3 +203,23 @@ def receive_json(ws: WsClient, n: int, timeout: float = 10 * UNIT) -> list[dict[
         assert text is not None, f"timed out after {len(out)} of {n} messages: {out[-3:]}"
         out.append(json.loads(text))
     return out
+
+
+def pinned_clients(url: str, per_worker: int) -> dict[int, list[httpx.Client]]:
+    """Keep-alive clients, ``per_worker`` for each of two workers.
+
+    A connection stays with the worker that accepted it, so each client,
+    used by one thread at a time (one connection), talks to one known worker.
+    """
+    found: dict[int, list[httpx.Client]] = {}
+    spare: list[httpx.Client] = []
+    for _ in range(80):
+        client = httpx.Client(base_url=url, timeout=30 * UNIT)
+        pid = client.get("/healthz").json()["pid"]
+        mine = found.setdefault(pid, [])
+        (mine if len(mine) < per_worker else spare).append(client)
+        if len(found) == 2 and all(len(c) == per_worker for c in found.values()):
+            break
+    for client in spare:
+        client.close()
+    return found

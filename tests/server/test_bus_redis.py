@@ -24,7 +24,7 @@ from server.bus import Gap
 from server.bus.core import encode_event
 from server.bus.memory import TOMBSTONE_LIFETIMES
 from server.bus.redis import RedisBus, RedisUnavailable
-from tests.support import UNIT, free_port, run_redis, run_server, wait_until
+from tests.support import UNIT, free_port, pinned_clients, run_redis, run_server, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -325,26 +325,6 @@ def test_the_listener_survives_a_redis_restart():
 
 
 # -- a real server: two gunicorn workers sharing channels through Redis -------------
-
-
-def pinned_clients(url: str, per_worker: int) -> dict[int, list[httpx.Client]]:
-    """Keep-alive clients, ``per_worker`` for each of two workers.
-
-    A connection stays with the worker that accepted it, so each client,
-    used by one thread at a time (one connection), talks to one known worker.
-    """
-    found: dict[int, list[httpx.Client]] = {}
-    spare: list[httpx.Client] = []
-    for _ in range(80):
-        client = httpx.Client(base_url=url, timeout=30 * UNIT)
-        pid = client.get("/healthz").json()["pid"]
-        mine = found.setdefault(pid, [])
-        (mine if len(mine) < per_worker else spare).append(client)
-        if len(found) == 2 and all(len(c) == per_worker for c in found.values()):
-            break
-    for client in spare:
-        client.close()
-    return found
 
 
 def pinned_websockets(

@@ -26,7 +26,7 @@ from server.errors import ApiError
 from server.runtimes import RUNTIMES
 from server.sse import HEARTBEAT, RETRY_MS, EventStream, encode_sse_batch, sse_cursor
 from server.stats import Stats
-from tests.support import UNIT, run_server, wait_until
+from tests.support import UNIT, pinned_clients, run_server, wait_until
 
 CONFIG = Config(history=10, max_batch=3)
 JSON = {"Content-Type": "application/json"}
@@ -326,13 +326,18 @@ def test_two_workers_on_the_redis_bus_stream_every_event_to_every_stream(redis_u
         for t in readers:
             t.start()
         assert all(o.wait(20 * UNIT) for o in opened)
-        pids = set()
-        for i in range(count):
-            with httpx.Client(base_url=server.url, timeout=10 * UNIT) as http:  # a new connection: any worker
-                assert (
-                    http.post(f"/channels/{channel}/events", content=b'{"i":%d}' % i, headers=JSON).status_code == 201
-                )
-                pids.add(http.get("/healthz").json()["pid"])
+        publishers = pinned_clients(server.url, per_worker=1)  # one connection held by each worker
+        try:
+            assert len(publishers) == 2, "could not reach both workers"
+            by_worker = [publishers[pid][0] for pid in sorted(publishers)]
+            for i in range(count):  # publishes alternate between the workers
+                resp = by_worker[i % 2].post(f"/channels/{channel}/events", content=b'{"i":%d}' % i, headers=JSON)
+                assert resp.status_code == 201
+            assert [c.get("/stats").json()["events_published"] for c in by_worker] == [count // 2] * 2
+        finally:
+            for pinned in publishers.values():
+                for client in pinned:
+                    client.close()
         for t in readers:
             t.join(30 * UNIT)
             assert not t.is_alive()
@@ -343,4 +348,3 @@ def test_two_workers_on_the_redis_bus_stream_every_event_to_every_stream(redis_u
         assert [json.loads(d)["seq"] for d in out] == list(range(1, count + 1))
         assert all(d in poll for d in out)  # each data is the stored bytes the long poll embeds
         assert out == outs[0]
-    assert len(pids) == 2, "the publishes reached one worker only"
