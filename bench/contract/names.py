@@ -14,6 +14,7 @@ from server.config import RUNTIMES
 __all__ = [
     "ARRIVALS",
     "FLAGS",
+    "HOST_STEAL_PERCENT",
     "INVALIDATING_FLAGS",
     "KINDS",
     "LAYOUTS",
@@ -46,7 +47,11 @@ ARRIVALS = ("periodic", "poisson")
 KINDS = ("transport", "memory")
 """What a scenario measures: a transport delivering events, or the server's memory under load."""
 """How the publisher spaces its bursts (bench.agents.publisher)."""
-FLAGS = ("loss", "clients_saturated", "publisher_behind", "server_errors")
+FLAGS = ("loss", "clients_saturated", "publisher_behind", "server_errors", "host_steal")
+HOST_STEAL_PERCENT = 10.0
+"""Above this share of the machine's CPU time taken by the hypervisor over the window (``host.steal_percent``),
+a result is flagged ``host_steal``: the processes waited for a CPU the host gave elsewhere, so its latency is in
+part the host's. Flagged, not invalidating: CPU time per event is counted while running and stands."""
 INVALIDATING_FLAGS = frozenset({"clients_saturated", "publisher_behind"})
 """Flags that make a run's latency the clients' or the publisher's, not the server's (correctness still counts)."""
 RESULT_FILE_RE = re.compile(r"(?P<scenario>[a-z0-9_.-]+)--(?P<transport>[a-z]+)--r(?P<rep>[0-9]+)\.json")

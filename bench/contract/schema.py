@@ -30,7 +30,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 from hdrh.histogram import HdrHistogram
 
-from .names import FLAGS, INVALIDATING_FLAGS, RESULT_FILE_RE, SCHEMA_VERSION, TRANSPORTS
+from .names import FLAGS, HOST_STEAL_PERCENT, INVALIDATING_FLAGS, RESULT_FILE_RE, SCHEMA_VERSION, TRANSPORTS
 from .scenarios import Scenario, record_schema
 
 __all__ = [
@@ -235,8 +235,20 @@ RESULT_SCHEMA: dict[str, Any] = _obj(
         "valid": {"type": "boolean"},
         "flags": {"type": "array", "items": {"enum": list(FLAGS)}, "uniqueItems": True},
     },
-    # the proxy in front of the lab's server (scenario proxy = "nginx"); absent without one
-    optional={"status": {"const": "ok"}, "proxy": _PROXY},
+    # the proxy in front of the lab's server (scenario proxy = "nginx"); absent without one.
+    # host: the whole machine over the window (/proc/stat), the hypervisor's steal apart; absent in older files
+    optional={
+        "status": {"const": "ok"},
+        "proxy": _PROXY,
+        "host": _obj(
+            {
+                "seconds": _NUM0,
+                "cpus": {"type": "integer", "minimum": 1},
+                "busy_percent": {"type": "number", "minimum": 0, "maximum": 100},
+                "steal_percent": {"type": "number", "minimum": 0, "maximum": 100},
+            }
+        ),
+    },
 )
 """JSON Schema of one scenario repetition file that ran (``status`` is ``ok``, or absent in older files)."""
 
@@ -495,6 +507,11 @@ def validate_result(obj: object) -> None:
         raise SchemaError("flags", f"'loss' must be flagged exactly when missing+duplicate+out_of_order > 0 ({lossy=})")
     if obj["clients"]["saturated"] and "clients_saturated" not in flags:
         raise SchemaError("flags", "clients.saturated is true but 'clients_saturated' is not flagged")
+    stolen = "host" in obj and obj["host"]["steal_percent"] > HOST_STEAL_PERCENT
+    if stolen != ("host_steal" in flags):
+        raise SchemaError(
+            "flags", f"'host_steal' must be flagged exactly when host.steal_percent > {HOST_STEAL_PERCENT:g}"
+        )
     if obj["valid"] != (not flags & INVALIDATING_FLAGS):
         raise SchemaError("valid", "must be false exactly when flags hold clients_saturated or publisher_behind")
     if obj["scenario"]["transport"] == "polling" and obj["scenario"]["poll_interval_s"] is None:

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.contract.names import run_dir_name
+from bench.contract.names import HOST_STEAL_PERCENT, run_dir_name
 from bench.contract.schema import MIN_CPU_S, Result, Run, min_samples
 
 from .charts import Chart, write_charts
@@ -138,10 +139,27 @@ def _provenance(run: Run) -> list[str]:
             f"trip; {relay['cpu_us_per_kib']:g} µs CPU per KiB (measured at the start of the run)",
         ),
         ("result files", str(len(run.results))),
+        *_host_rows(run),
     ]
     if run.meta.finished_utc is None:
         rows.append(("status", "**interrupted**: the profile did not finish (see *Runs not measured*)"))
     return _table(("", ""), rows)
+
+
+def _host_rows(run: Run) -> list[tuple[str, str]]:
+    """The hypervisor's steal over the measurement windows, when the results recorded it (older runs did not)."""
+    steals = sorted(float(r.raw["host"]["steal_percent"]) for r in run.results if "host" in r.raw)
+    if not steals:
+        return []
+    flagged = sum(1 for r in run.results if "host_steal" in r.flags)
+    return [
+        (
+            "CPU time stolen by the host",
+            f"median {statistics.median(steals):.1f} %, max {steals[-1]:.1f} % of the machine's CPU time over a "
+            f"window; {flagged} of {len(steals)} repetitions above {HOST_STEAL_PERCENT:g} % (flagged `host_steal`: "
+            "their latency is in part the host's)",
+        )
+    ]
 
 
 def _unmeasured_section(run: Run) -> list[str]:

@@ -22,15 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.contract.names import SCHEMA_VERSION
+from bench.contract.names import HOST_STEAL_PERCENT, SCHEMA_VERSION
 from clients import LatencyHistogram
 
 __all__ = [
     "assemble_result",
     "failed_result",
+    "host_window",
     "latency_block",
     "update_latest",
     "utc_now",
@@ -46,6 +48,29 @@ def utc_now() -> str:
 def latency_block(hist: LatencyHistogram) -> dict[str, Any]:
     """A latency summary with its encoded HdrHistogram and how many values were clamped into its range."""
     return {**hist.summary(), "hdr": hist.encode(), "clamped": hist.clamped}
+
+
+def host_window(start: Mapping[str, float], end: Mapping[str, float], cpus: int) -> dict[str, Any]:
+    """What the whole machine did between two readings of its CPU times (``psutil.cpu_times()._asdict()``).
+
+    ``steal_percent`` is the share of all CPU time (every CPU, every state) that the hypervisor gave to
+    other guests while this one had work to run; ``busy_percent`` the share this machine used. The
+    readings are /proc/stat's, in clock ticks (10 ms): on a 10 s window over 2 CPUs a step of 0.05 %.
+    """
+    delta = {k: max(float(end[k]) - float(start[k]), 0.0) for k in start}
+    total = sum(delta.values()) - delta.get("guest", 0.0) - delta.get("guest_nice", 0.0)  # guest is in user
+    idle = delta.get("idle", 0.0) + delta.get("iowait", 0.0)
+    steal = delta.get("steal", 0.0)
+
+    def share(part: float) -> float:
+        return round(100 * part / total, 2) if total > 0 else 0.0
+
+    return {
+        "seconds": round(total / cpus, 3),
+        "cpus": cpus,
+        "busy_percent": share(total - idle - steal),
+        "steal_percent": share(steal),
+    }
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -64,13 +89,14 @@ def assemble_result(
     server_window: dict[str, Any],
     idle_seconds: float | None,
     server_errors: list[str],
+    host: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One scenario repetition as docs/results.md defines it.
 
     ``fleet`` is :func:`bench.agents.fleet.merge_reports`'s output plus ``window_stats`` (subscriber statistics
     over the window) and ``expected``; ``relay_window`` holds ``steady`` ``{up, down}``, ``handshake``
     ``{up, down, connections}``; ``server_window`` holds ``cpu_s``, ``rss_bytes``, ``rss_start_bytes``,
-    ``requests``.
+    ``requests``; ``host`` is :func:`host_window` over the same window (``None``: not measured).
     """
     tracked = fleet["counters"]
     delivered = int(fleet["delivered_measured"])
@@ -112,6 +138,8 @@ def assemble_result(
         flags.append("publisher_behind")
     if server_errors:
         flags.append("server_errors")
+    if host is not None and host["steal_percent"] > HOST_STEAL_PERCENT:
+        flags.append("host_steal")
     return {
         "schema": SCHEMA_VERSION,
         "status": "ok",
@@ -161,6 +189,7 @@ def assemble_result(
             "reasons": list(fleet["reasons"]),
         },
         "idle": idle,
+        **({"host": host} if host is not None else {}),
         "valid": not (saturated or behind),
         "flags": flags,
     }

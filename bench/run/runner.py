@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.agents.fleet import FleetConfig, merge_reports, saturation_reasons
 from bench.agents.publisher import PublishPlan
 from bench.contract.names import result_file_name, run_dir_name
@@ -48,7 +50,7 @@ from .capture import write_capture, write_socketio_capture
 from .memory import run_memory
 from .meta import run_meta
 from .proxy import Nginx
-from .record import assemble_result, failed_result, update_latest, utc_now, write_json
+from .record import assemble_result, failed_result, host_window, update_latest, utc_now, write_json
 from .server import READY_TIMEOUT_S, RunError, ServerHandle, launch_server
 
 __all__ = ["RunError", "ServerHandle", "proxy_problem", "run_one", "run_profile", "selected", "shard"]
@@ -254,7 +256,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         if publisher is not None:
             publisher.send({"cmd": "start", "t0": t0})
         _sleep_until(t0 + round(scenario.warmup_s * 1e9))
-        cpu0, stats0 = server.cpu_seconds(), server.stats()
+        cpu0, stats0, host0 = server.cpu_seconds(), server.stats(), psutil.cpu_times()._asdict()
         proxy_cpu0 = nginx.cpu_seconds() if nginx is not None else 0.0
         for fleet in fleets:
             fleet.send({"cmd": "window"})
@@ -275,7 +277,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         drained = [fleet.expect("drained", drain_timeout + READY_TIMEOUT_S) for fleet in fleets]
         mark("drained")
         wire1 = _relay_totals(relay.snapshot()) if relay and relay_meters else _wire_totals(drained)
-        cpu1, stats1 = server.cpu_seconds(), server.stats()
+        cpu1, stats1, host1 = server.cpu_seconds(), server.stats(), psutil.cpu_times()._asdict()
         proxy_cpu1 = nginx.cpu_seconds() if nginx is not None else 0.0
         rss_end = server.rss_bytes()
         if server.exited():
@@ -329,6 +331,7 @@ def run_one(scenario: Scenario, transport: str, repetition: int, log_dir: Path) 
         },
         idle_seconds=idle_seconds,
         server_errors=server_errors,
+        host=host_window(host0, host1, psutil.cpu_count() or 1),
     )
     if nginx is not None:
         result["proxy"] = proxy_block(

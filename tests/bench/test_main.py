@@ -53,6 +53,9 @@ def test_smoke_profile_end_to_end(smoke: SmokeRun) -> None:
         assert c["missing"] == c["duplicate"] == c["out_of_order"] == 0, (name, c)
         assert "loss" not in result["flags"]
         assert c["delivered"] == c["expected"], (name, c)
+        host = result["host"]  # the machine over the window, read from /proc/stat
+        assert host["cpus"] == meta["machine"]["cores"] and host["seconds"] > 0, host
+        assert 0 < host["busy_percent"] + host["steal_percent"] <= 100, host
         if result["scenario"]["idle"]:
             assert result["idle"] is not None and c["expected"] == 0
         else:

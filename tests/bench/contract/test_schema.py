@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bench.contract.names import HOST_STEAL_PERCENT
 from bench.contract.schema import LatencySummary, SchemaError, min_samples, validate_meta, validate_result
 from tests.bench.fixtures.synthetic import Spec, write_synthetic_run
 
@@ -164,3 +165,21 @@ def test_cpu_per_event_is_withheld_below_the_least_cpu_that_says_anything(run_di
     little = result_from("f", {**obj, "server": {**obj["server"], "cpu_s": MIN_CPU_S / 2, "cpu_us_per_event": 6.0}})
     assert enough.cpu_us_per_event == 12.5  # type: ignore[union-attr]
     assert little.cpu_us_per_event is None  # type: ignore[union-attr]
+
+
+def test_host_steal_is_flagged_exactly_above_the_threshold(result):
+    host = {"seconds": 10.0, "cpus": 2, "busy_percent": 80.0, "steal_percent": HOST_STEAL_PERCENT}
+    at_threshold = copy.deepcopy(result) | {"host": host}
+    validate_result(at_threshold)  # not above it: no flag owed
+    above = copy.deepcopy(result) | {"host": host | {"steal_percent": HOST_STEAL_PERCENT + 0.01}}
+    with pytest.raises(SchemaError, match="host_steal"):
+        validate_result(above)
+    above["flags"] = [*above["flags"], "host_steal"]
+    validate_result(above)  # flagged, and still valid: steal does not invalidate
+    assert above["valid"]
+    without_host = copy.deepcopy(above)
+    del without_host["host"]
+    with pytest.raises(SchemaError, match="host_steal"):
+        validate_result(without_host)  # a flag with no measurement behind it
+    with pytest.raises(SchemaError, match="steal_percent"):
+        validate_result(copy.deepcopy(result) | {"host": host | {"steal_percent": 101.0}})

@@ -6,9 +6,11 @@ of generated values, one lossy and two invalid (saturated) repetitions injected.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
+from bench.contract.names import HOST_STEAL_PERCENT
 from bench.report.load import load_run
 from bench.report.markdown import SUMMARY_COLUMNS, main, summary_rows, write_report
 from bench.report.targets import evaluate
@@ -115,3 +117,21 @@ def test_the_tail_section_appears_with_poisson_delay_scenarios(tmp_path):
     section = report.split("## Long polling under random arrivals: events beyond one transit")[1].split("\n## ")[0]
     assert "| delay-poisson-50 | 50 | 5 | 50 |" in section
     assert "39.3%" in section  # 1 - exp(-5 x 0.1)
+
+
+def test_the_hosts_steal_is_summarised_when_the_results_recorded_it(tmp_path, report):
+    assert "stolen by the host" not in report  # the fixture's files predate the reading: no row
+    run_dir = write_synthetic_run(tmp_path / "run", [Spec("rate-1", "rate", rate=1, reps=2)])
+    steals = iter([1.0, 3.0, 2.0, 40.0, 0.5, 5.0])
+    for path in sorted(run_dir.glob("*--*--r*.json")):
+        obj = json.loads(path.read_text())
+        obj["host"] = {"seconds": 5.0, "cpus": 2, "busy_percent": 50.0, "steal_percent": next(steals)}
+        if obj["host"]["steal_percent"] > HOST_STEAL_PERCENT:
+            obj["flags"].append("host_steal")
+        path.write_text(json.dumps(obj))
+    assert next(steals, None) is None  # every result file got a reading
+    write_report(run_dir)
+    report = (run_dir / "REPORT.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| CPU time stolen by the host |"))
+    assert "median 2.5 %, max 40.0 %" in row and "1 of 6 repetitions above 10 %" in row
+    assert "r2 host_steal" in report or "r1 host_steal" in report  # the flag in its row's flags cell

@@ -6,12 +6,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from bench.contract.names import result_file_name, run_dir_name
+from bench.contract.names import HOST_STEAL_PERCENT, result_file_name, run_dir_name
 from bench.contract.scenarios import load_profile
 from bench.contract.schema import validate_result
-from bench.run.record import assemble_result, update_latest, utc_now
+from bench.run.record import assemble_result, host_window, update_latest, utc_now
 from clients.latency import LatencyHistogram
 
 
@@ -55,6 +56,7 @@ def assemble(transport: str = "longpoll", idle: float | None = None, **kwargs: A
         server_window={"cpu_s": 0.01, "rss_bytes": 2_000_000, "rss_start_bytes": 1_000_000, "requests": 50},
         idle_seconds=idle,
         server_errors=kwargs.pop("errors", []),
+        host=kwargs.pop("host", None),
     )
 
 
@@ -119,3 +121,39 @@ def test_names_and_latest_link(tmp_path: Path) -> None:
     link = update_latest(tmp_path, second)
     assert link.is_symlink() and link.resolve() == second.resolve()
     assert not Path(link.readlink()).is_absolute()
+
+
+def times(**kwargs: float) -> dict[str, float]:
+    """CPU times in seconds, every state psutil has on Linux, zero unless given."""
+    states = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+    return {k: kwargs.get(k, 0.0) for k in states}
+
+
+def test_host_window_shares_of_the_machines_cpu_time() -> None:
+    start = times(user=100, system=50, idle=1000, steal=10, guest=5)
+    end = times(user=112, system=53, idle=1003, iowait=1, steal=11, guest=7)  # 20 s of CPU time over 2 CPUs
+    host = host_window(start, end, cpus=2)
+    assert host == {"seconds": 10.0, "cpus": 2, "busy_percent": 75.0, "steal_percent": 5.0}
+    assert host_window(start, start, cpus=2)["steal_percent"] == 0.0  # nothing elapsed: no division by zero
+
+
+def test_host_window_of_two_real_readings_adds_up() -> None:
+    start = psutil.cpu_times()._asdict()
+    sum(i * i for i in range(300_000))  # some work between the readings
+    host = host_window(start, psutil.cpu_times()._asdict(), psutil.cpu_count() or 1)
+    assert 0 <= host["busy_percent"] + host["steal_percent"] <= 100
+    assert host["cpus"] == (psutil.cpu_count() or 1)
+
+
+@pytest.mark.parametrize(("steal", "flagged"), [(0.0, False), (HOST_STEAL_PERCENT, False), (41.0, True)])
+def test_host_steal_is_flagged_above_the_threshold_and_does_not_invalidate(steal: float, flagged: bool) -> None:
+    host = {"seconds": 10.0, "cpus": 2, "busy_percent": 50.0, "steal_percent": steal}
+    r = assemble(host=host)
+    validate_result(r)
+    assert r["host"] == host
+    assert ("host_steal" in r["flags"]) is flagged and r["valid"]
+
+
+def test_a_result_without_a_host_reading_has_no_host_block() -> None:
+    r = assemble()
+    assert "host" not in r and "host_steal" not in r["flags"]
